@@ -1,0 +1,1 @@
+"""Thin argparse front-ends; the work lives in the topic subpackages."""

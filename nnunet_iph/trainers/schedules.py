@@ -1,0 +1,49 @@
+"""Short training schedules by name, without a hand-written class per combination.
+
+``<Base>_<E>ep_<I>it`` (for instance ``nnUNetTrainerFocalDice_2ep_5it`` or nnU-Net's own
+``nnUNetTrainer_20ep_25it``) is ``<Base>`` with E epochs of I training iterations and
+``max(1, I // 5)`` validation iterations. The class is created on first lookup and cached on
+:mod:`nnunet_iph.trainers`, so nnU-Net's name lookup at train and predict time and pickling
+all find the same object.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Mapping
+
+import torch
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+SCHEDULE_NAME = re.compile(r"^(?P<base>nnUNetTrainer\w*?)_(?P<epochs>\d+)ep_(?P<iters>\d+)it$")
+
+
+def make_schedule_variant(base: type[nnUNetTrainer], epochs: int, iterations: int,
+                          module: str) -> type[nnUNetTrainer]:
+    if epochs < 1 or iterations < 1:
+        raise ValueError(f"a schedule needs >= 1 epoch and >= 1 iteration, got {epochs}ep_{iterations}it")
+    name = f"{base.__name__}_{epochs}ep_{iterations}it"
+
+    # nnU-Net records __init__'s parameters by name (my_init_kwargs): keep its exact signature
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        base.__init__(self, plans, configuration, fold, dataset_json, device)
+        self.num_epochs = epochs
+        self.num_iterations_per_epoch = iterations
+        self.num_val_iterations_per_epoch = max(1, iterations // 5)
+
+    doc = f"{base.__name__} for {epochs} epochs x {iterations} iterations (short schedule)."
+    return type(name, (base,), {"__init__": __init__, "__module__": module, "__qualname__": name,
+                                "__doc__": doc})
+
+
+def resolve_schedule_name(name: str, bases: Mapping[str, type[nnUNetTrainer]],
+                          module: str) -> type[nnUNetTrainer] | None:
+    """The class for a schedule name over one of ``bases`` (plus nnU-Net's default), else None."""
+    match = SCHEDULE_NAME.match(name)
+    if match is None:
+        return None
+    base = {**bases, "nnUNetTrainer": nnUNetTrainer}.get(match["base"])
+    if base is None:
+        return None
+    return make_schedule_variant(base, int(match["epochs"]), int(match["iters"]), module)
