@@ -42,13 +42,13 @@ class DemoSettings:
         return f"{trainer}_{self.epochs}ep_{self.iterations}it"
 
 
-QUICK = DemoSettings(subjects=8, sites=2, size="tiny", epochs=4, iterations=10)
-DEFAULT = DemoSettings(subjects=16, sites=3, size="tiny", epochs=25, iterations=20)
+QUICK = DemoSettings(subjects=8, sites=2, size="tiny", epochs=3, iterations=8)
+DEFAULT = DemoSettings(subjects=16, sites=3, size="tiny", epochs=12, iterations=15)
 
 
 def run_demo(workdir: str | Path, settings: DemoSettings = DEFAULT, progress: bool = True) -> Path:
     """Run every step and return the path of ``report.md``."""
-    from nnunet_iph.dataset_conversion.multisite import convert_multisite
+    from nnunet_iph.dataset_conversion import convert_multisite, install_splits
     from nnunet_iph.phantom import PhantomConfig, generate_cohort
 
     workdir = Path(workdir).resolve()
@@ -86,6 +86,7 @@ def run_demo(workdir: str | Path, settings: DemoSettings = DEFAULT, progress: bo
     t = step("plan_and_preprocess")
     run_logged(["nnUNetv2_plan_and_preprocess", "-d", str(DATASET_ID), "-c", "2d", "-np", "2",
                 "--verify_dataset_integrity"], logs / "plan_and_preprocess.log")
+    install_splits(raw)  # site-stratified patient folds instead of nnU-Net's random ones
     timings["plan_and_preprocess"] = time.perf_counter() - t
     bar.update()
 

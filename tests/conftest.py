@@ -83,10 +83,12 @@ def phantom_cohort(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def phantom_dataset(phantom_cohort, nnunet_dirs) -> PhantomDataset:
     """Dataset501_IPHPhantom: 8 training + 2 test cases, nnU-Net 2d plans, preprocessed."""
-    from nnunet_iph.dataset_conversion.multisite import convert_multisite
+    from nnunet_iph.dataset_conversion import convert_multisite, install_splits
 
-    raw = convert_multisite(phantom_cohort, 501, "IPHPhantom", nnunet_dirs["nnUNet_raw"], test_fraction=0.2, seed=0)
+    raw = convert_multisite(phantom_cohort, 501, "IPHPhantom", nnunet_dirs["nnUNet_raw"], test_fraction=0.2, seed=0,
+                           progress=False)
     run_cli("nnUNetv2_plan_and_preprocess", "-d", "501", "-c", "2d", "-np", "2", "--verify_dataset_integrity")
+    install_splits(raw)
     ds = PhantomDataset(501, "IPHPhantom", raw, nnunet_dirs["nnUNet_preprocessed"] / raw.name,
                         nnunet_dirs["nnUNet_results"] / raw.name)
     assert (ds.preprocessed / "nnUNetPlans.json").is_file()

@@ -1,0 +1,81 @@
+"""``nnunet-iph plan``: per-plane plans, cascade plans, and the preprocessing they need."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+PLANE_CHOICES = ("axial", "coronal", "sagittal")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "plan", help="plans per plane (2.5D) and coarse-to-fine cascade plans, preprocessed",
+        description="Write one plans file per anatomical plane (nnUNetPlans_axial/_coronal/_sagittal) and/or the "
+                    "cascade plans (2d_coarse -> 3d_fine [+ 2d_fine]) and preprocess what they need. Without "
+                    "--planes/--cascade both are made. Needs nnUNet_raw/_preprocessed (nnunet-iph env).")
+    p.add_argument("-d", "--dataset", required=True, help="dataset id or DatasetNNN_Name")
+    p.add_argument("--planes", nargs="*", choices=PLANE_CHOICES, metavar="PLANE",
+                   help="planes to plan (no value: all three)")
+    p.add_argument("--plans-prefix", default="nnUNetPlans", help="plane plans are PREFIX_<plane> (default nnUNetPlans)")
+    p.add_argument("--allow-mixed-orientations", action="store_true",
+                   help="only warn (instead of refusing) when images are stored in different orientations")
+    p.add_argument("--cascade", action="store_true", help="write the cascade plans")
+    p.add_argument("--fine", choices=("3d", "2d", "both"), default="3d", help="fine stage(s) of the cascade (default 3d)")
+    p.add_argument("--cascade-plans", default="nnUNetPlans_cascade", help="plans identifier of the cascade")
+    p.add_argument("--source-plans", default="nnUNetPlans",
+                   help="plans the cascade configurations inherit from (planned with nnU-Net's default if missing)")
+    p.add_argument("--coarse-trainer", help="trainer of the coarse stage, recorded for the fine trainer "
+                                            "(e.g. nnUNetTrainerDenseNetCoarse_20ep_25it; default: found)")
+    p.add_argument("--folds", type=int, help="write a K-fold splits_final.json (if none exists yet)")
+    p.add_argument("--no-preprocess", action="store_true", help="only write plans")
+    p.add_argument("--force-preprocess", action="store_true", help="preprocess even if data is already there")
+    p.add_argument("-np", "--num-processes", type=int, default=int(os.environ.get("nnUNet_def_n_proc", 2)),
+                   help="preprocessing workers (default $nnUNet_def_n_proc or 2)")
+    p.add_argument("--gpu-memory", type=float, help="GPU memory target (GB) of nnU-Net's planner")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from nnunet_iph.environment import apply_nnunet_env
+
+    apply_nnunet_env()  # our trainers must be findable; data folders come from the user's environment
+    from nnunet_iph.planning.cascade import CascadeLayout, write_cascade_plans
+    from nnunet_iph.planning.common import (dataset_id, dataset_name, ensure_fingerprint, plans_path,
+                                            preprocess_configurations, write_splits)
+    from nnunet_iph.planning.planes import plan_planes, plane_plans_identifier
+
+    do_planes = args.planes is not None or not args.cascade
+    do_cascade = args.cascade or args.planes is None
+    planes = list(args.planes or PLANE_CHOICES)
+    name = dataset_name(args.dataset)
+    ensure_fingerprint(name, args.num_processes)
+    if args.folds:
+        print(f"splits: {write_splits(name, args.folds)}")
+    preprocess = not args.no_preprocess
+    if do_planes:
+        written = plan_planes(name, planes, args.plans_prefix, gpu_memory_target_in_gb=args.gpu_memory,
+                              allow_mixed_orientations=args.allow_mixed_orientations, num_processes=args.num_processes)
+        for plane, path in written.items():
+            status = (preprocess_configurations(name, plane_plans_identifier(plane, args.plans_prefix), ["2d"],
+                                                args.num_processes, args.force_preprocess) if preprocess else {})
+            print(f"{plane:9s} plans: {path} {status}")
+    if do_cascade:
+        if not plans_path(name, args.source_plans).is_file():
+            from nnunetv2.experiment_planning.plan_and_preprocess_api import plan_experiment_dataset
+
+            plan_experiment_dataset(dataset_id(name), overwrite_plans_name=args.source_plans,
+                                    gpu_memory_target_in_gb=args.gpu_memory)
+        layout = CascadeLayout(plans=args.cascade_plans, coarse="2d_coarse",
+                               fine_3d="3d_fine" if args.fine in ("3d", "both") else None,
+                               fine_2d="2d_fine" if args.fine in ("2d", "both") else None)
+        path = write_cascade_plans(name, layout, source_plans=args.source_plans, coarse_trainer=args.coarse_trainer)
+        # fine first: the coarse stage's validation can only export for preprocessed fine configurations
+        status = (preprocess_configurations(name, args.cascade_plans, [*layout.fine, layout.coarse],
+                                            args.num_processes, args.force_preprocess) if preprocess else {})
+        print(f"cascade  plans: {path} {status}")
+        tr = args.coarse_trainer or "nnUNetTrainerDenseNetCoarse"
+        print("next: train the coarse stage on ALL folds, then the fine stage, e.g.\n"
+              f"  nnUNetv2_train {dataset_id(name)} {layout.coarse} FOLD -tr {tr} -p {args.cascade_plans}\n"
+              f"  nnUNetv2_train {dataset_id(name)} {layout.fine[0]} FOLD -tr nnUNetTrainerCascadeFine -p {args.cascade_plans}")
+    return 0
