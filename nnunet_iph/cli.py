@@ -11,8 +11,16 @@ from nnunet_iph import __version__
 # modules exposing ``register(subparsers)``; imported lazily so ``--help`` stays fast
 SUBCOMMAND_MODULES = (
     "nnunet_iph.commands.env",
+    "nnunet_iph.commands.slurm",
+    "nnunet_iph.commands.convert",
     "nnunet_iph.commands.phantom",
     "nnunet_iph.commands.demo",
+    "nnunet_iph.commands.analyze",
+    "nnunet_iph.commands.plan",
+    "nnunet_iph.commands.ensemble",
+    "nnunet_iph.commands.predict",
+    "nnunet_iph.commands.evaluate",
+    "nnunet_iph.commands.postprocess",
 )
 
 

@@ -42,6 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "precision, recall, hd95_mm, hd_mm, assd_mm, nsd_*, rvd)")
     p.add_argument("--nsd-tolerance-mm", type=float, help="NSD tolerance passed to the evaluator")
     p.add_argument("--surface", choices=("voxel", "surfel"), help="surface convention passed to the evaluator")
+    p.add_argument("-j", "--num-workers", type=int, default=1, help="evaluator processes (default 1)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     p.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples (default 2000)")
     p.add_argument("--failure-threshold", type=float, default=0.5, help="Dice below this is a failure (0.5)")
@@ -90,7 +91,8 @@ def run(args: argparse.Namespace) -> int:
                 src = replace(src, dataset=sources[0].dataset)
             sources.append(src)
         cases_path = args.cases or _default_cases(sources)
-        evaluate_kwargs = {"nsd_tolerance_mm": args.nsd_tolerance_mm, "surface": args.surface}
+        evaluate_kwargs = {"nsd_tolerance_mm": args.nsd_tolerance_mm, "surface": args.surface,
+                           "num_workers": args.num_workers}
         collection = C.collect(sources, cases_path, labels_dir=args.labels, test_labels_dir=args.test_labels,
                                metric_source=args.metric_source, allow_missing=args.allow_missing,
                                evaluate_kwargs=evaluate_kwargs)

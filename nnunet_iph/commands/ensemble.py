@@ -11,7 +11,8 @@ def _models(p: argparse.ArgumentParser) -> None:
     p.add_argument("-m", "--models", nargs="+", metavar="MODEL",
                    help="TRAINER__PLANS__CONFIGURATION names (in the dataset's results) or model folders")
     p.add_argument("--planes", action="store_true",
-                   help="2.5D: the three plane models of -tr (plans PREFIX_axial/_coronal/_sagittal)")
+                   help="2.5D: the three plane models of -tr (plans PREFIX_axial/_coronal/_sagittal), or the -m "
+                        "models checked to be one per plane")
     p.add_argument("-tr", "--trainer", help="trainer of the plane models (with --planes)")
     p.add_argument("-p", "--plans-prefix", default="nnUNetPlans", help="plane plans prefix (default nnUNetPlans)")
     p.add_argument("-c", "--configuration", default="2d", help="configuration of the plane models (default 2d)")
@@ -20,13 +21,13 @@ def _models(p: argparse.ArgumentParser) -> None:
 def resolve_models(args: argparse.Namespace):
     from nnunet_iph.ensembling.ensemble import ModelRef, plane_models
 
+    if args.models:
+        return [ModelRef.resolve(m, args.dataset) for m in args.models]
     if args.planes:
         if not args.trainer or not args.dataset:
-            raise ValueError("--planes needs -tr TRAINER and -d DATASET")
+            raise ValueError("--planes needs -tr TRAINER and -d DATASET (or -m MODEL MODEL MODEL)")
         return plane_models(args.dataset, args.trainer, args.plans_prefix, args.configuration)
-    if not args.models:
-        raise ValueError("give -m MODEL ... or --planes -tr TRAINER")
-    return [ModelRef.resolve(m, args.dataset) for m in args.models]
+    raise ValueError("give -m MODEL ... or --planes -tr TRAINER")
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
+import json
 import os
 
 PLANE_CHOICES = ("axial", "coronal", "sagittal")
@@ -27,7 +30,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="plans the cascade configurations inherit from (planned with nnU-Net's default if missing)")
     p.add_argument("--coarse-trainer", help="trainer of the coarse stage, recorded for the fine trainer "
                                             "(e.g. nnUNetTrainerDenseNetCoarse_20ep_25it; default: found)")
+    p.add_argument("--coarse-arch-kwargs", type=json.loads, metavar="JSON",
+                   help='merged into the coarse configuration\'s arch_kwargs, e.g. \'{"width": 0.25}\' '
+                        "(a CPU-sized nnUNetTrainerDenseNetCoarse)")
     p.add_argument("--folds", type=int, help="write a K-fold splits_final.json (if none exists yet)")
+    p.add_argument("--verify-dataset-integrity", action="store_true",
+                   help="run nnU-Net's dataset check before extracting the fingerprint")
     p.add_argument("--no-preprocess", action="store_true", help="only write plans")
     p.add_argument("--force-preprocess", action="store_true", help="preprocess even if data is already there")
     p.add_argument("-np", "--num-processes", type=int, default=int(os.environ.get("nnUNet_def_n_proc", 2)),
@@ -49,7 +57,11 @@ def run(args: argparse.Namespace) -> int:
     do_cascade = args.cascade or args.planes is None
     planes = list(args.planes or PLANE_CHOICES)
     name = dataset_name(args.dataset)
-    ensure_fingerprint(name, args.num_processes)
+    if do_planes:  # mixed orientations: refuse before the (slow) fingerprint
+        from nnunet_iph.planning.planes import dataset_orientation, reader_name
+
+        dataset_orientation(name, reader_name(name), args.allow_mixed_orientations)
+    ensure_fingerprint(name, args.num_processes, args.verify_dataset_integrity)
     if args.folds:
         print(f"splits: {write_splits(name, args.folds)}")
     preprocess = not args.no_preprocess
@@ -64,12 +76,14 @@ def run(args: argparse.Namespace) -> int:
         if not plans_path(name, args.source_plans).is_file():
             from nnunetv2.experiment_planning.plan_and_preprocess_api import plan_experiment_dataset
 
-            plan_experiment_dataset(dataset_id(name), overwrite_plans_name=args.source_plans,
-                                    gpu_memory_target_in_gb=args.gpu_memory)
+            with contextlib.redirect_stdout(io.StringIO()):  # nnU-Net prints every configuration dict
+                plan_experiment_dataset(dataset_id(name), overwrite_plans_name=args.source_plans,
+                                        gpu_memory_target_in_gb=args.gpu_memory)
         layout = CascadeLayout(plans=args.cascade_plans, coarse="2d_coarse",
                                fine_3d="3d_fine" if args.fine in ("3d", "both") else None,
                                fine_2d="2d_fine" if args.fine in ("2d", "both") else None)
-        path = write_cascade_plans(name, layout, source_plans=args.source_plans, coarse_trainer=args.coarse_trainer)
+        path = write_cascade_plans(name, layout, source_plans=args.source_plans, coarse_trainer=args.coarse_trainer,
+                                   coarse_arch_kwargs=args.coarse_arch_kwargs)
         # fine first: the coarse stage's validation can only export for preprocessed fine configurations
         status = (preprocess_configurations(name, args.cascade_plans, [*layout.fine, layout.coarse],
                                             args.num_processes, args.force_preprocess) if preprocess else {})

@@ -25,7 +25,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--save-probabilities", action="store_true", help="also write the final .npz probabilities")
     p.add_argument("-npp", type=int, default=0, help="preprocessing workers (0 with -nps 0: sequential, default)")
     p.add_argument("-nps", type=int, default=0, help="export workers")
-    p.add_argument("--no-members", action="store_true", help="delete the members' intermediate outputs")
+    p.add_argument("--keep-members", action="store_true",
+                   help="keep each member's output (masks; .npz too with --save-probabilities) in OUT/members/")
     p.set_defaults(func=run)
 
 
@@ -55,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     folds = tuple(int(f) if f.isdigit() else f for f in args.folds) if args.folds else None
     settings = PredictSettings(device=device, folds=folds, checkpoint=args.checkpoint, tta=not args.disable_tta,
                                step_size=args.step_size, npp=args.npp, nps=args.nps,
-                               save_probabilities=args.save_probabilities, keep_members=not args.no_members)
+                               save_probabilities=args.save_probabilities, keep_members=args.keep_members)
     coarse = ModelRef.resolve(args.coarse, args.dataset) if args.coarse else None
     res = predict(args.input, args.output, args.pipeline, models, settings, coarse)
     t = res.timing.summary()

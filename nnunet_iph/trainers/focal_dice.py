@@ -10,6 +10,7 @@ from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from nnunet_iph.losses import FocalFBetaLoss
+from nnunet_iph.trainers.checkpointing import AtomicCheckpoints
 
 
 def deep_supervision_weights(n_scales: int, is_ddp: bool, compiled: bool) -> np.ndarray:
@@ -19,7 +20,7 @@ def deep_supervision_weights(n_scales: int, is_ddp: bool, compiled: bool) -> np.
     return weights / weights.sum()
 
 
-class nnUNetTrainerFocalDice(nnUNetTrainer):
+class nnUNetTrainerFocalDice(AtomicCheckpoints, nnUNetTrainer):
     """Focal (alpha=0.25, gamma=2, paper's negative weight = alpha) + Dice (beta=1), weights 1:1.
 
     Change the loss by subclassing and overriding ``loss_kwargs`` (keys of

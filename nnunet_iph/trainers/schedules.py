@@ -2,7 +2,8 @@
 
 ``<Base>_<E>ep_<I>it`` (for instance ``nnUNetTrainerFocalDice_2ep_5it`` or nnU-Net's own
 ``nnUNetTrainer_20ep_25it``) is ``<Base>`` with E epochs of I training iterations and
-``max(1, I // 5)`` validation iterations. The class is created on first lookup and cached on
+``max(1, I // 5)`` validation iterations, and checkpoints written atomically
+(:mod:`~nnunet_iph.trainers.checkpointing`). The class is created on first lookup and cached on
 :mod:`nnunet_iph.trainers`, so nnU-Net's name lookup at train and predict time and pickling
 all find the same object.
 """
@@ -14,6 +15,8 @@ from typing import Mapping
 
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+from nnunet_iph.trainers.checkpointing import AtomicCheckpoints
 
 SCHEDULE_NAME = re.compile(r"^(?P<base>nnUNetTrainer\w*?)_(?P<epochs>\d+)ep_(?P<iters>\d+)it$")
 
@@ -33,7 +36,8 @@ def make_schedule_variant(base: type[nnUNetTrainer], epochs: int, iterations: in
         self.num_val_iterations_per_epoch = max(1, iterations // 5)
 
     doc = f"{base.__name__} for {epochs} epochs x {iterations} iterations (short schedule)."
-    return type(name, (base,), {"__init__": __init__, "__module__": module, "__qualname__": name,
+    bases = (base,) if issubclass(base, AtomicCheckpoints) else (AtomicCheckpoints, base)
+    return type(name, bases, {"__init__": __init__, "__module__": module, "__qualname__": name,
                                 "__doc__": doc})
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -142,11 +143,9 @@ def test_adam_variant_uses_the_paper_hyperparameters(trainer_dirs):
     scheduler.step(7)  # nnU-Net's per-epoch call: must not touch the lr
     assert trainer.optimizer.param_groups[0]["lr"] == 5e-4
     for epoch in range(12):  # no improvement for > patience (10) epochs -> x 0.1
-        trainer.logger.log("mean_fg_dice", 0.0, epoch)
-        trainer.logger.log("dice_per_class_or_region", [0.0], epoch)
         trainer.current_epoch = epoch
-        trainer.on_validation_epoch_end([{"loss": torch.tensor(1.0).numpy(), "tp_hard": [0], "fp_hard": [0],
-                                          "fn_hard": [0]}])
+        trainer.on_validation_epoch_end([{"loss": np.array(1.0), "tp_hard": np.array([1.0]),
+                                          "fp_hard": np.array([1.0]), "fn_hard": np.array([1.0])}])
     assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(5e-5)
 
 

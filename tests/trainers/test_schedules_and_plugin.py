@@ -24,7 +24,7 @@ def test_schedule_variant_is_cached_picklable_and_configured():
     assert issubclass(cls, trainers.nnUNetTrainerFocalDice)
     assert pickle.loads(pickle.dumps(cls)) is cls
     default = trainers.nnUNetTrainer_2ep_5it
-    assert default.__mro__[1].__name__ == "nnUNetTrainer"
+    assert default.__bases__[-1].__name__ == "nnUNetTrainer"
     with pytest.raises(AttributeError):
         trainers.nnUNetTrainerDoesNotExist_2ep_5it
     with pytest.raises(ValueError, match=">= 1 epoch"):
@@ -50,6 +50,30 @@ def test_env_exports(tmp_path, monkeypatch):
     assert env["nnUNet_extTrainer"].split(os.pathsep) == [str(EXT_TRAINER_DIR), "/other/plugin"]
     for key in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
         assert os.path.isdir(env[key])
-    assert sorted(os.listdir(EXT_TRAINER_DIR)) == ["nnunet_iph_trainers.py"]
+    assert sorted(p.name for p in EXT_TRAINER_DIR.glob("*.py")) == ["nnunet_iph_trainers.py"]
     lines = export_lines({"A": "x y"})
     assert lines == "export A='x y'"
+
+
+def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
+    """A save that dies midway keeps the previous checkpoint and leaves no temporary file."""
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+    target = tmp_path / "checkpoint_latest.pth"
+    target.write_bytes(b"previous")
+
+    def dying_save(self, filename):
+        with open(filename, "wb") as fh:
+            fh.write(b"trunc")
+        raise KeyboardInterrupt("killed while saving")
+
+    monkeypatch.setattr(nnUNetTrainer, "save_checkpoint", dying_save)
+    trainer = object.__new__(trainers.nnUNetTrainerFocalDice_1ep_1it)
+    trainer.local_rank, trainer.disable_checkpointing = 0, False
+    with pytest.raises(KeyboardInterrupt):
+        trainer.save_checkpoint(str(target))
+    assert target.read_bytes() == b"previous"
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint_latest.pth"]
+    monkeypatch.setattr(nnUNetTrainer, "save_checkpoint", lambda self, f: open(f, "wb").write(b"new"))
+    trainer.save_checkpoint(str(target))
+    assert target.read_bytes() == b"new"

@@ -1,0 +1,1 @@
+"""Evaluation, statistics, tables, figures and reports for nnU-Net results."""

@@ -1,0 +1,372 @@
+"""``nnunet-iph predict``: a folder of CT files -> masks + per-case hemorrhage volumes (mL).
+
+Pipelines, all on top of nnU-Net's own predictor (the code behind ``nnUNetv2_predict``, run
+in-process so models are loaded once and nothing is re-imported per step):
+
+- ``single``: one model (its folds averaged, as nnU-Net does);
+- ``ensemble``: several models, softmax averaged case by case in memory (same arithmetic as
+  :mod:`nnunet_iph.ensembling`, without writing and re-reading ``.npz``);
+- ``planes``: the 2.5D ensemble -- one 2D model per plane (checked: all three planes present);
+- ``cascade``: coarse stage -> fine stage (``-prev_stage_predictions`` with the coarse masks, or
+  the coarse probabilities for ``nnUNetTrainerCascadeFineProb``).
+
+Input files may follow nnU-Net's naming (``CASE_0000.nii.gz``) or be plain (``CASE.nii.gz``, one
+channel). Output: ``<out>/<CASE>.nii.gz``, ``<out>/volumes.csv``, ``<out>/pipeline.json`` (members,
+folds, timings) and, with ``keep_members``, each member's output under ``<out>/members/``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from nnunet_iph.ensembling.ensemble import ModelRef, check_members
+from nnunet_iph.imageio import write_json
+from nnunet_iph.inference.volumes import write_volume_table
+from nnunet_iph.planning.cascade import COARSE_TRAINER_ENV, PREVIOUS_TRAINER_KEY, PROBABILITY_LEVELS
+
+PIPELINES = ("single", "ensemble", "planes", "cascade")
+
+
+@dataclass
+class PredictSettings:
+    device: str = "cpu"
+    folds: tuple[int | str, ...] | None = None  # None: every fold with a checkpoint
+    checkpoint: str = "checkpoint_final.pth"
+    tta: bool = True  # nnU-Net's mirroring test-time augmentation
+    step_size: float = 0.5
+    npp: int = 0  # 0 and 0: nnU-Net's sequential predictor (no worker processes)
+    nps: int = 0
+    save_probabilities: bool = False
+    keep_members: bool = False  # keep each member's output under <out>/members/
+    verbose: bool = False
+
+
+@dataclass
+class Timing:
+    """Wall-clock seconds. ``network``: inside nnU-Net's sliding-window inference (forward passes,
+    mirroring, Gaussian weighting); ``nnunet``: inside nnU-Net calls (model loading, preprocessing,
+    inference, export; includes ``network``); the rest of ``total`` is this package's own work."""
+
+    total_s: float = 0.0
+    nnunet_s: float = 0.0
+    network_s: float = 0.0
+    cases: int = 0
+    stages: dict[str, float] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, float]:
+        total = max(self.total_s, 1e-9)
+        return {"cases": self.cases, "total_s": round(self.total_s, 3),
+                "per_case_s": round(self.total_s / max(self.cases, 1), 3),
+                "network_s": round(self.network_s, 3), "nnunet_s": round(self.nnunet_s, 3),
+                "outside_network_share": round((self.total_s - self.network_s) / total, 4),
+                "own_overhead_share": round((self.total_s - self.nnunet_s) / total, 4)}
+
+
+# --------------------------------------------------------------------------- inputs
+
+_CHANNEL = re.compile(r"^(?P<case>.+)_(?P<ch>\d{4})$")
+
+
+def list_input_cases(input_folder: str | os.PathLike, file_ending: str, n_channels: int) -> dict[str, list[str]]:
+    """``{case: [channel files]}``: nnU-Net naming (``CASE_0000``) or one plain file per case."""
+    folder = Path(input_folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: input folder not found")
+    files = sorted(p for p in folder.iterdir() if p.name.endswith(file_ending) and not p.name.startswith("."))
+    if not files:
+        raise FileNotFoundError(f"{folder}: no {file_ending} files")
+    stems = [p.name[:-len(file_ending)] for p in files]
+    matches = [_CHANNEL.match(s) for s in stems]
+    if all(matches):
+        cases: dict[str, dict[int, str]] = {}
+        for p, m in zip(files, matches):
+            cases.setdefault(m["case"], {})[int(m["ch"])] = str(p)
+        bad = {c: sorted(ch) for c, ch in cases.items() if sorted(ch) != list(range(n_channels))}
+        if bad:
+            c, ch = next(iter(bad.items()))
+            raise ValueError(f"{folder}: case {c} has channels {ch}, the model needs {list(range(n_channels))} "
+                             f"({len(bad)} case(s) affected)")
+        return {c: [ch[i] for i in range(n_channels)] for c, ch in sorted(cases.items())}
+    if n_channels != 1:
+        raise ValueError(f"{folder}: the model needs {n_channels} channels per case; name the files "
+                         f"CASE_0000{file_ending} ... CASE_{n_channels - 1:04d}{file_ending}")
+    if any(matches):
+        raise ValueError(f"{folder}: mixes nnU-Net names (CASE_0000{file_ending}) and plain names; use one style")
+    return {s: [str(p)] for s, p in zip(stems, files)}
+
+
+def available_folds(model: ModelRef, folds: Sequence[int | str] | None, checkpoint: str) -> tuple[int | str, ...]:
+    if folds is None:
+        found = sorted((p.name[5:] for p in model.folder.glob("fold_*") if (p / checkpoint).is_file()),
+                       key=lambda f: (not f.isdigit(), int(f) if f.isdigit() else 0, f))
+        if not found:
+            raise FileNotFoundError(f"{model.folder}: no fold with {checkpoint}; train it: {model.train_command()}")
+        return tuple(int(f) if f.isdigit() else f for f in found)
+    missing = [f for f in folds if not (model.folder / f"fold_{f}" / checkpoint).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{model.folder}: fold(s) {missing} have no {checkpoint}; train them: "
+                                f"{model.train_command(missing[0], '')}")
+    return tuple(folds)
+
+
+# --------------------------------------------------------------------------- running one model
+
+class _ModelRunner:
+    """One nnU-Net predictor for one model folder, timed."""
+
+    def __init__(self, model: ModelRef, settings: PredictSettings, timing: Timing):
+        import torch
+        from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
+        self.model, self.settings, self.timing = model, settings, timing
+        self.folds = available_folds(model, settings.folds, settings.checkpoint)
+        t = time.perf_counter()
+        self.predictor = nnUNetPredictor(tile_step_size=settings.step_size, use_gaussian=True,
+                                         use_mirroring=settings.tta, perform_everything_on_device=True,
+                                         device=torch.device(settings.device), verbose=settings.verbose,
+                                         verbose_preprocessing=False, allow_tqdm=False)
+        self.predictor.initialize_from_trained_model_folder(str(model.folder), self.folds, settings.checkpoint)
+        timing.nnunet_s += time.perf_counter() - t
+        inner = self.predictor.predict_logits_from_preprocessed_data
+
+        def timed(data):
+            t0 = time.perf_counter()
+            try:
+                return inner(data)
+            finally:
+                timing.network_s += time.perf_counter() - t0
+
+        self.predictor.predict_logits_from_preprocessed_data = timed
+        self._preprocessor = None
+
+    def run(self, cases: dict[str, list[str]], out_dir: Path, save_probabilities: bool,
+            prev_stage_folder: Path | None = None) -> Path:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        lists = [cases[c] for c in cases]
+        outputs = [str(out_dir / c) for c in cases]
+        s = self.settings
+        t = time.perf_counter()
+        prev = str(prev_stage_folder) if prev_stage_folder is not None else None
+        if s.npp == 0 and s.nps == 0:
+            self.predictor.predict_from_files_sequential(lists, outputs, save_probabilities=save_probabilities,
+                                                         overwrite=True, folder_with_segs_from_prev_stage=prev)
+        else:
+            self.predictor.predict_from_files(lists, outputs, save_probabilities=save_probabilities, overwrite=True,
+                                              num_processes_preprocessing=max(1, s.npp),
+                                              num_processes_segmentation_export=max(1, s.nps),
+                                              folder_with_segs_from_prev_stage=prev)
+        self.timing.nnunet_s += time.perf_counter() - t
+        return out_dir
+
+    def predict_probabilities(self, files: list[str]) -> tuple[np.ndarray, dict]:
+        """One case -> class probabilities in the original image geometry (nnU-Net's own steps, no files)."""
+        import torch
+        from nnunetv2.inference.export_prediction import convert_predicted_logits_to_segmentation_with_correct_shape
+
+        p = self.predictor
+        t = time.perf_counter()
+        if self._preprocessor is None:
+            self._preprocessor = p.configuration_manager.preprocessor_class(verbose=False)
+        data, _, props = self._preprocessor.run_case(files, None, p.plans_manager, p.configuration_manager,
+                                                     p.dataset_json)
+        logits = p.predict_logits_from_preprocessed_data(torch.from_numpy(data)).cpu()
+        _, probs = convert_predicted_logits_to_segmentation_with_correct_shape(
+            logits, p.plans_manager, p.configuration_manager, p.label_manager, props, return_probabilities=True)
+        self.timing.nnunet_s += time.perf_counter() - t
+        return probs, props
+
+    def run_with_coarse_probabilities(self, cases: dict[str, list[str]], out_dir: Path, coarse_dir: Path,
+                                      save_probabilities: bool) -> Path:
+        """Fine stage whose extra channel is the coarse foreground probability (quantised as in training)."""
+        import torch
+        from nnunetv2.inference.export_prediction import export_prediction_from_logits
+
+        from nnunet_iph.planning.cascade import probabilities_to_fine_grid, quantize
+
+        p = self.predictor
+        pm, cm, ds = p.plans_manager, p.configuration_manager, p.dataset_json
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_json(ds, out_dir / "dataset.json")
+        write_json(pm.plans, out_dir / "plans.json")
+        preprocessor = cm.preprocessor_class(verbose=False)
+        for case, files in cases.items():
+            t = time.perf_counter()
+            data, _, props = preprocessor.run_case(files, None, pm, cm, ds)
+            self.timing.nnunet_s += time.perf_counter() - t
+            probs = np.load(coarse_dir / f"{case}.npz")["probabilities"]
+            fine = probabilities_to_fine_grid(probs, props, pm.plans, self.model.configuration, data.shape[1:])
+            channel = quantize(fine).astype(np.float32) / PROBABILITY_LEVELS
+            data = np.vstack((data, channel[None].astype(data.dtype)))
+            t = time.perf_counter()
+            logits = p.predict_logits_from_preprocessed_data(torch.from_numpy(data)).cpu()
+            export_prediction_from_logits(logits, props, cm, pm, ds, str(out_dir / case), save_probabilities)
+            self.timing.nnunet_s += time.perf_counter() - t
+        return out_dir
+
+
+# --------------------------------------------------------------------------- pipelines
+
+def _ensemble_in_memory(runners: list[_ModelRunner], cases: dict[str, list[str]], out: Path,
+                        members_dir: Path | None, save_probabilities: bool, timing: Timing) -> None:
+    """Average the members' probabilities case by case in memory (no .npz round trip through disk).
+
+    Each member runs nnU-Net's preprocessing, sliding-window inference and export-to-original-
+    geometry; only the averaging and the one label map written per case are ours.
+    ``members_dir``: also write each member's label map (and ``.npz`` with ``save_probabilities``).
+    """
+    from batchgenerators.utilities.file_and_folder_operations import save_pickle
+
+    from nnunet_iph.imageio import atomic_path
+
+    first = runners[0].predictor
+    pm, ds = first.plans_manager, first.dataset_json
+    rw = pm.image_reader_writer_class()
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(ds, out / "dataset.json")
+    write_json(pm.plans, out / "plans.json")
+    for r in runners if members_dir is not None else []:
+        (members_dir / r.model.identifier).mkdir(parents=True, exist_ok=True)
+    for case, files in cases.items():
+        acc, props = None, None
+        for r in runners:
+            probs, props_r = r.predict_probabilities(files)
+            if members_dir is not None:  # for inspection; counted as our overhead
+                member = members_dir / r.model.identifier
+                _write_prediction(r.predictor, probs, props_r, member / case, save_probabilities, rw, atomic_path,
+                                  save_pickle)
+            if acc is None:
+                acc, props = probs.astype(np.float32, copy=True), props_r
+            elif probs.shape != acc.shape:
+                raise ValueError(f"{case}: {r.model.identifier} returns probabilities of shape {probs.shape}, "
+                                 f"{runners[0].model.identifier} {acc.shape}")
+            else:
+                acc += probs
+        acc /= len(runners)
+        _write_prediction(first, acc, props, out / case, save_probabilities, rw, atomic_path, save_pickle)
+
+
+def _write_prediction(predictor, probs: np.ndarray, props: dict, truncated: Path, save_probabilities: bool, rw,
+                      atomic_path, save_pickle) -> None:
+    seg = predictor.label_manager.convert_probabilities_to_segmentation(probs)
+    seg = seg.numpy() if hasattr(seg, "numpy") else np.asarray(seg)
+    ending = predictor.dataset_json["file_ending"]
+    with atomic_path(Path(f"{truncated}{ending}")) as tmp:
+        rw.write_seg(seg.astype(np.uint8 if seg.max() < 255 else np.uint16), str(tmp), props)
+    if save_probabilities:
+        with atomic_path(Path(f"{truncated}.npz")) as tmp:
+            np.savez_compressed(tmp, probabilities=probs)
+        save_pickle(props, f"{truncated}.pkl")
+
+
+def coarse_model_for(fine: ModelRef, coarse: ModelRef | None = None) -> ModelRef:
+    """The coarse stage of a fine cascade model: given, from the plans / environment, or the only candidate."""
+    plans = fine.plans()
+    cfg = plans["configurations"].get(fine.configuration, {})
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    prev = PlansManager(plans).get_configuration(fine.configuration).previous_stage_name
+    if prev is None:
+        raise ValueError(f"{fine.folder}: configuration {fine.configuration!r} has no previous_stage; not the fine "
+                         "stage of a cascade (use --pipeline single)")
+    if coarse is not None:
+        if coarse.plans_name != fine.plans_name or coarse.configuration != prev:
+            raise ValueError(f"mismatched plans: the fine model {fine.identifier} expects its coarse stage from "
+                             f"plans {fine.plans_name!r}, configuration {prev!r}; got {coarse.identifier}")
+        return coarse
+    trainer = os.environ.get(COARSE_TRAINER_ENV) or cfg.get(PREVIOUS_TRAINER_KEY)
+    if trainer:
+        return ModelRef(fine.folder.parent / f"{trainer}__{fine.plans_name}__{prev}")
+    suffix = f"__{fine.plans_name}__{prev}"
+    candidates = sorted(p for p in fine.folder.parent.glob(f"*{suffix}") if any(p.glob("fold_*/checkpoint_*.pth")))
+    if len(candidates) == 1:
+        return ModelRef(candidates[0])
+    raise FileNotFoundError(f"{fine.folder.parent}: {'no' if not candidates else 'several'} trained coarse model(s) "
+                            f"'*{suffix}' {[c.name for c in candidates]}; name one with --coarse")
+
+
+def fine_takes_probabilities(fine: ModelRef) -> bool:
+    import nnunet_iph.trainers as trainers
+
+    try:
+        cls = getattr(trainers, fine.trainer)
+    except AttributeError:
+        return False
+    return getattr(cls, "coarse_input", "argmax") == "probabilities"
+
+
+@dataclass
+class PredictResult:
+    output_folder: Path
+    cases: list[str]
+    volumes_csv: Path
+    timing: Timing
+    members: dict[str, str]
+
+
+def predict(input_folder: str | os.PathLike, output_folder: str | os.PathLike, pipeline: str,
+            models: Sequence[ModelRef], settings: PredictSettings = PredictSettings(),
+            coarse: ModelRef | None = None) -> PredictResult:
+    """Run ``pipeline`` on every case of ``input_folder``; see the module docstring for the layout."""
+    t_start = time.perf_counter()
+    if pipeline not in PIPELINES:
+        raise ValueError(f"unknown pipeline {pipeline!r}; choose from {PIPELINES}")
+    models = list(models)
+    if not models:
+        raise ValueError("no model given")
+    if pipeline in ("single", "cascade") and len(models) != 1:
+        raise ValueError(f"pipeline {pipeline!r} takes one model ({'the fine stage' if pipeline == 'cascade' else ''}), "
+                         f"got {len(models)}")
+    if pipeline in ("ensemble", "planes"):
+        check_members(models, require_planes=pipeline == "planes")
+    out = Path(output_folder)
+    timing = Timing()
+    ds = models[0].dataset_json()
+    cases = list_input_cases(input_folder, ds["file_ending"], len(ds["channel_names"]))
+    timing.cases = len(cases)
+    members_dir = out / "members"
+    members: dict[str, str] = {}
+
+    if pipeline == "single":
+        _ModelRunner(models[0], settings, timing).run(cases, out, settings.save_probabilities)
+        members[models[0].identifier] = str(out)
+    elif pipeline in ("ensemble", "planes"):
+        runners = [_ModelRunner(m, settings, timing) for m in models]  # all folds present before any work
+        _ensemble_in_memory(runners, cases, out, members_dir if settings.keep_members else None,
+                            settings.save_probabilities, timing)
+        members = {m.identifier: str(members_dir / m.identifier) for m in models}
+    else:
+        fine = models[0]
+        coarse_model = coarse_model_for(fine, coarse)
+        probabilities = fine_takes_probabilities(fine)
+        coarse_runner = _ModelRunner(coarse_model, settings, timing)
+        fine_runner = _ModelRunner(fine, settings, timing)
+        t = time.perf_counter()
+        coarse_out = coarse_runner.run(cases, members_dir / f"coarse__{coarse_model.identifier}",
+                                       save_probabilities=probabilities)
+        timing.stages["coarse"] = time.perf_counter() - t
+        t = time.perf_counter()
+        if probabilities:
+            fine_runner.run_with_coarse_probabilities(cases, out, coarse_out, settings.save_probabilities)
+        else:
+            fine_runner.run(cases, out, settings.save_probabilities, prev_stage_folder=coarse_out)
+        timing.stages["fine"] = time.perf_counter() - t
+        members = {f"coarse:{coarse_model.identifier}": str(coarse_out), f"fine:{fine.identifier}": str(out)}
+
+    csv_path = write_volume_table(out, list(cases), out / "volumes.csv", ds["file_ending"], ds.get("labels"))
+    if not settings.keep_members and members_dir.is_dir():
+        shutil.rmtree(members_dir)
+    timing.total_s = time.perf_counter() - t_start
+    write_json({"pipeline": pipeline, "models": [str(m.folder) for m in models],
+                "coarse": str(coarse_model.folder) if pipeline == "cascade" else None,
+                "members": members, "cases": list(cases), "settings": asdict(settings),
+                "timing": {**timing.summary(), "stages": timing.stages}}, out / "pipeline.json")
+    return PredictResult(out, list(cases), csv_path, timing, members)
