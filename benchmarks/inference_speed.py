@@ -19,7 +19,6 @@ import json
 import os
 import shutil
 import statistics
-import time
 from pathlib import Path
 
 DATASET_ID, DATASET_NAME = 590, "IPHBench"
@@ -149,7 +148,8 @@ def main() -> None:
     print(f"\ninference on CPU ({args.threads} torch thread(s), TTA {'on' if args.tta else 'off'}), "
           f"{rows[0]['cases']} tiny phantom cases, untrained weights, best of {args.repeats}; "
           f"DenseNet coarse width {args.coarse_width}")
-    head = f"{'pipeline':30s} {'s/case':>7s} {'network':>8s} {'nnU-Net':>8s} {'ours':>6s} {'outside nets':>13s} {'ours %':>7s}"
+    head = (f"{'pipeline':30s} {'s/case':>7s} {'network':>8s} {'nnU-Net':>8s} {'ours':>6s} {'outside nets':>13s} "
+            f"{'ours %':>7s}")
     print(head + "\n" + "-" * len(head))
     for r in rows:
         n = max(r["cases"], 1)

@@ -20,12 +20,15 @@ import platform
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
 
 from nnunet_iph.analysis import metrics as M
+
+if TYPE_CHECKING:  # pragma: no cover
+    import SimpleITK as sitk
 
 #: file endings nnU-Net (SimpleITKIO) writes and reads, longest first
 FILE_ENDINGS = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".gipl")
@@ -113,7 +116,7 @@ def pair_cases(ref_dir: str | os.PathLike, pred_dir: str | os.PathLike, file_end
     return [(case, refs[case], preds[case]) for case in sorted(preds)]
 
 
-def check_geometry(ref: "sitk.Image", pred: "sitk.Image", ref_path: Path, pred_path: Path) -> None:  # noqa: F821
+def check_geometry(ref: "sitk.Image", pred: "sitk.Image", ref_path: Path, pred_path: Path) -> None:
     """Size, spacing, origin and direction of the two images must agree (clear error otherwise)."""
     problems = []
     if ref.GetSize() != pred.GetSize():

@@ -24,7 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--allow-mixed-orientations", action="store_true",
                    help="only warn (instead of refusing) when images are stored in different orientations")
     p.add_argument("--cascade", action="store_true", help="write the cascade plans")
-    p.add_argument("--fine", choices=("3d", "2d", "both"), default="3d", help="fine stage(s) of the cascade (default 3d)")
+    p.add_argument("--fine", choices=("3d", "2d", "both"), default="3d",
+                   help="fine stage(s) of the cascade (default 3d)")
     p.add_argument("--cascade-plans", default="nnUNetPlans_cascade", help="plans identifier of the cascade")
     p.add_argument("--source-plans", default="nnUNetPlans",
                    help="plans the cascade configurations inherit from (planned with nnU-Net's default if missing)")
@@ -91,5 +92,6 @@ def run(args: argparse.Namespace) -> int:
         tr = args.coarse_trainer or "nnUNetTrainerDenseNetCoarse"
         print("next: train the coarse stage on ALL folds, then the fine stage, e.g.\n"
               f"  nnUNetv2_train {dataset_id(name)} {layout.coarse} FOLD -tr {tr} -p {args.cascade_plans}\n"
-              f"  nnUNetv2_train {dataset_id(name)} {layout.fine[0]} FOLD -tr nnUNetTrainerCascadeFine -p {args.cascade_plans}")
+              f"  nnUNetv2_train {dataset_id(name)} {layout.fine[0]} FOLD -tr nnUNetTrainerCascadeFine "
+              f"-p {args.cascade_plans}")
     return 0

@@ -17,7 +17,6 @@ folds, timings) and, with ``keep_members``, each member's output under ``<out>/m
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -294,12 +293,16 @@ def coarse_model_for(fine: ModelRef, coarse: ModelRef | None = None) -> ModelRef
 
 
 def fine_takes_probabilities(fine: ModelRef) -> bool:
+    """Whether the fine model's trainer wants the coarse probabilities (``coarse_input``), found the way
+    nnU-Net finds trainers (its own folder, then ``nnUNet_extTrainer``)."""
     import nnunet_iph.trainers as trainers
 
     try:
         cls = getattr(trainers, fine.trainer)
     except AttributeError:
-        return False
+        from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
+
+        cls = recursive_find_trainer_class_by_name(fine.trainer)
     return getattr(cls, "coarse_input", "argmax") == "probabilities"
 
 
@@ -323,8 +326,8 @@ def predict(input_folder: str | os.PathLike, output_folder: str | os.PathLike, p
     if not models:
         raise ValueError("no model given")
     if pipeline in ("single", "cascade") and len(models) != 1:
-        raise ValueError(f"pipeline {pipeline!r} takes one model ({'the fine stage' if pipeline == 'cascade' else ''}), "
-                         f"got {len(models)}")
+        what = "the fine stage" if pipeline == "cascade" else "one model"
+        raise ValueError(f"pipeline {pipeline!r} takes one model ({what}), got {len(models)}")
     if pipeline in ("ensemble", "planes"):
         check_members(models, require_planes=pipeline == "planes")
     out = Path(output_folder)

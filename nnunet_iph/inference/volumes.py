@@ -22,11 +22,11 @@ def mask_volumes(mask_path: str | os.PathLike, labels: Mapping[str, int] | None 
     arr = sitk.GetArrayViewFromImage(img)
     voxel_ml = float(np.prod(img.GetSpacing())) / 1000.0
     n = int(np.count_nonzero(arr))
-    out: dict[str, float] = {"voxel_ml": voxel_ml, "n_voxels": n, "hemorrhage_ml": round(n * voxel_ml, 4)}
+    out: dict[str, float] = {"voxel_ml": voxel_ml, "n_voxels": n, "hemorrhage_ml": round(n * voxel_ml, 6)}
     fg = {k: v for k, v in (labels or {}).items() if isinstance(v, int) and v > 0}
     if len(fg) > 1:
         for name, value in fg.items():
-            out[f"{name}_ml"] = round(int(np.count_nonzero(arr == value)) * voxel_ml, 4)
+            out[f"{name}_ml"] = round(int(np.count_nonzero(arr == value)) * voxel_ml, 6)
     return out
 
 

@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
+import numpy as np
+
 from nnunet_iph.planning.common import (load_plans, load_splits, plans_path, preprocessed_complete,
                                         preprocessed_dir, results_dir, save_plans)
 
@@ -74,7 +76,8 @@ def write_cascade_plans(dataset: int | str, layout: CascadeLayout = CascadeLayou
     out_path = plans_path(dataset, layout.plans)
     plans = json.loads(out_path.read_text()) if out_path.is_file() else deepcopy(source)
     if out_path.is_file() and plans.get("transpose_forward") != source["transpose_forward"]:
-        raise ValueError(f"{out_path}: transpose differs from {source_plans}; delete it or pick another --cascade-plans")
+        raise ValueError(f"{out_path}: transpose differs from {source_plans}; delete it or pick another "
+                         "--cascade-plans")
     plans["plans_name"] = layout.plans
     for name, cfg in source["configurations"].items():  # the inherited configurations, kept in sync
         if name not in needed:
@@ -142,7 +145,8 @@ def resolve_coarse_trainer(dataset: int | str, plans: dict, fine_configuration: 
     suffix = f"__{plans['plans_name']}__{coarse}"
     root = results_dir(dataset)
     candidates = sorted(p.name[:-len(suffix)] for p in root.glob(f"*{suffix}")
-                        if (p / "predicted_next_stage" / fine_configuration).is_dir() and p.name[:-len(suffix)] != fine_trainer)
+                        if (p / "predicted_next_stage" / fine_configuration).is_dir()
+                        and p.name[:-len(suffix)] != fine_trainer)
     if len(candidates) == 1:
         return candidates[0]
     if not candidates:
@@ -214,8 +218,8 @@ def check_coarse_outputs(dataset: int | str, plans: dict, fine_configuration: st
             lines.append(f"  fold {fold}: not trained (no {fold_dir / 'checkpoint_final.pth'}): "
                          f"{hint_train.replace('FOLD', str(fold))}")
         elif kind == "probabilities":
-            lines.append(f"  fold {fold}: trained but no validation .npz for {fold_cases[:5]}: rerun "
-                         f"nnUNetv2_train {dataset} {coarse} {fold} -tr {coarse_trainer} -p {plans['plans_name']} --val --npz")
+            lines.append(f"  fold {fold}: trained but no validation .npz for {fold_cases[:5]}: rerun nnUNetv2_train "
+                         f"{dataset} {coarse} {fold} -tr {coarse_trainer} -p {plans['plans_name']} --val --npz")
         else:
             lines.append(f"  fold {fold}: trained but its validation wrote no next-stage predictions for "
                          f"{fold_cases[:5]} (fine stage not preprocessed back then?): rerun nnUNetv2_train {dataset} "
@@ -242,14 +246,13 @@ PROBABILITY_LEVELS = 10  # quantisation of the coarse probability channel (0..10
 
 
 def probabilities_to_fine_grid(probabilities, properties: dict, plans: dict, fine_configuration: str,
-                               target_shape) -> "np.ndarray":  # noqa: F821
+                               target_shape) -> np.ndarray:
     """Coarse foreground probability (original image geometry, ``(C, *shape)``) -> fine preprocessed grid.
 
     Same steps as nnU-Net's preprocessing of the image: transpose, crop to the nonzero bounding
     box, resample (linear) to the fine configuration's spacing/shape. Returns float32 ``(*target_shape)``
     of the summed foreground probability.
     """
-    import numpy as np
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
     pm = PlansManager(plans)
@@ -267,9 +270,7 @@ def probabilities_to_fine_grid(probabilities, properties: dict, plans: dict, fin
     return np.clip(fg[0], 0.0, 1.0).astype(np.float32)
 
 
-def quantize(prob, levels: int = PROBABILITY_LEVELS):
-    import numpy as np
-
+def quantize(prob, levels: int = PROBABILITY_LEVELS) -> np.ndarray:
     return np.rint(np.clip(prob, 0, 1) * levels).astype(np.uint8)
 
 
@@ -280,8 +281,6 @@ def export_coarse_probabilities(dataset: int | str, plans: dict, fine_configurat
     Stored like nnU-Net's next-stage segmentations (blosc2 ``<case>.b2nd``, values
     ``0..PROBABILITY_LEVELS``) so nnU-Net's data loader and augmentation handle them unchanged.
     """
-    import numpy as np
-    from batchgenerators.utilities.file_and_folder_operations import load_pickle
     from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 

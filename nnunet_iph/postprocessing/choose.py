@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from nnunet_iph.analysis import metrics as M
-from nnunet_iph.postprocessing.operations import PostprocessingConfig, apply_postprocessing, structuring_element
+from nnunet_iph.postprocessing.operations import PostprocessingConfig, apply_postprocessing
 
 #: the default grid: small-component removal, largest component(s), holes, 1-voxel opening/closing
 DEFAULT_GRID: tuple[dict[str, Any], ...] = (

@@ -114,8 +114,8 @@ class nnUNetTrainerCascadeFineProb(nnUNetTrainerCascadeFine):
         super().__init__(plans, configuration, fold, dataset_json, device)
         if len(self.label_manager.foreground_labels) != 1 or self.label_manager.has_regions:
             raise ValueError(f"{self.__class__.__name__} supports one foreground label (the channel count of the "
-                             f"cascade input is fixed by nnU-Net); labels here: {self.label_manager.foreground_labels}. "
-                             "Use nnUNetTrainerCascadeFine")
+                             "cascade input is fixed by nnU-Net); labels here: "
+                             f"{self.label_manager.foreground_labels}. Use nnUNetTrainerCascadeFine")
 
     @staticmethod
     def get_training_transforms(*args, **kwargs):

@@ -11,11 +11,8 @@ differs per plane, so the three planes' probabilities differ and their mean is n
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-import textwrap
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np

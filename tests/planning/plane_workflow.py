@@ -7,7 +7,6 @@ when its output exists, so the fixtures can be requested in any order.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys

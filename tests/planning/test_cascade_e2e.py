@@ -49,7 +49,8 @@ def test_prev_stage_predictions_inference_matches_nnunet_iph_predict(cascade_mod
         assert np.array_equal(sitk.GetArrayFromImage(coarse),
                               sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "coarse" / f"{case}.nii.gz"))))
     info = json.loads((out / "pipeline.json").read_text())
-    assert info["coarse"].endswith(cascade_models["coarse"].name) and set(info["timing"]["stages"]) == {"coarse", "fine"}
+    assert info["coarse"].endswith(cascade_models["coarse"].name)
+    assert set(info["timing"]["stages"]) == {"coarse", "fine"}
 
 
 def test_missing_coarse_fold_stops_fine_training_with_a_clear_message(cascade_models, multi_dataset):
