@@ -1,8 +1,9 @@
 """``nnunet-iph demo``: the main job end to end on CPU, on a generated phantom cohort.
 
 phantom -> multi-site conversion -> nnU-Net plan + preprocess (2d) -> train nnU-Net's default
-trainer and ours briefly -> predict held-out subjects -> evaluate -> Markdown report with a
-Dice table and overlay figures. Every nnU-Net step runs through its real console script, so the
+trainer and ours briefly -> predict held-out subjects -> evaluate (nnU-Net summary.json) ->
+``nnunet-iph analyze`` (surface metrics, statistics, figures) -> Markdown report with a Dice
+table and overlay figures. Every nnU-Net step runs through its real console script, so the
 demo exercises exactly what a user types. Re-running reuses finished steps (trained folds,
 the phantom) and is safe after an interruption.
 """
@@ -61,7 +62,8 @@ def run_demo(workdir: str | Path, settings: DemoSettings = DEFAULT, progress: bo
     results = Path(env["nnUNet_results"]) / dataset
     timings: dict[str, float] = {}
     steps = ["phantom", "convert", "plan_and_preprocess",
-             *[f"train {t}" for t in settings.trainers], *[f"predict {t}" for t in settings.trainers], "report"]
+             *[f"train {t}" for t in settings.trainers], *[f"predict {t}" for t in settings.trainers],
+             "analyze", "report"]
     bar = tqdm(steps, desc="demo", unit="step", disable=not progress)
 
     def step(name: str):
@@ -111,6 +113,17 @@ def run_demo(workdir: str | Path, settings: DemoSettings = DEFAULT, progress: bo
                     "-o", str(out / "summary.json")], logs / f"evaluate_{name}.log")
         timings[f"predict {name}"] = time.perf_counter() - t
         bar.update()
+
+    t = step("analyze")
+    analysis = workdir / "analysis"
+    run_logged(["nnunet-iph", "analyze", "--cases", str(raw / "cases.csv"), "--test-labels", str(raw / "labelsTs"),
+                "--test-images", str(raw / "imagesTs"), "-o", str(analysis), "--seed", str(settings.seed),
+                "--n-boot", "1000",
+                *[a for t in settings.trainers for a in ("--predictions", f"{settings.schedule_name(t)}="
+                                                         f"{predictions / settings.schedule_name(t)}")]],
+               logs / "analyze.log")
+    timings["analyze"] = time.perf_counter() - t
+    bar.update()
 
     t = step("report")
     report = write_report(workdir, raw, predictions, settings, timings)
@@ -168,7 +181,10 @@ def write_report(workdir: Path, raw: Path, predictions: Path, settings: DemoSett
     lines += ["", f"## Overlays (case `{shown}`; green = true positive, red = false positive, "
               "blue = false negative)", ""]
     lines += [f"![{p.stem}]({p.relative_to(workdir)})" for p in images]
-    lines += ["", "## Reproducibility", "", "```json",
+    lines += ["", "## Statistics across trainers and sites",
+              "", "Surface distances, volumes, per-site results, paired tests and figures: "
+              "[analysis/report.md](analysis/report.md) (all numbers in `analysis/results.json`).",
+              "", "## Reproducibility", "", "```json",
               json.dumps({"settings": asdict(settings), "versions": _versions(),
                           "wall_time_s": {k: round(v, 1) for k, v in timings.items()}}, indent=2),
               "```", ""]

@@ -123,12 +123,12 @@ class _ModelRunner:
     """One nnU-Net predictor for one model folder, timed."""
 
     def __init__(self, model: ModelRef, settings: PredictSettings, timing: Timing):
+        self.model, self.settings, self.timing = model, settings, timing
+        self.folds = available_folds(model, settings.folds, settings.checkpoint)
+        t = time.perf_counter()  # nnU-Net's share: importing it, loading the model
         import torch
         from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
-        self.model, self.settings, self.timing = model, settings, timing
-        self.folds = available_folds(model, settings.folds, settings.checkpoint)
-        t = time.perf_counter()
         self.predictor = nnUNetPredictor(tile_step_size=settings.step_size, use_gaussian=True,
                                          use_mirroring=settings.tta, perform_everything_on_device=True,
                                          device=torch.device(settings.device), verbose=settings.verbose,
@@ -232,8 +232,9 @@ def _ensemble_in_memory(runners: list[_ModelRunner], cases: dict[str, list[str]]
     out.mkdir(parents=True, exist_ok=True)
     write_json(ds, out / "dataset.json")
     write_json(pm.plans, out / "plans.json")
-    for r in runners if members_dir is not None else []:
-        (members_dir / r.model.identifier).mkdir(parents=True, exist_ok=True)
+    for r in runners if members_dir is not None else []:  # a member folder is a complete prediction folder
+        write_json(r.predictor.dataset_json, members_dir / r.model.identifier / "dataset.json")
+        write_json(r.predictor.plans_manager.plans, members_dir / r.model.identifier / "plans.json")
     for case, files in cases.items():
         acc, props = None, None
         for r in runners:
@@ -349,9 +350,9 @@ def predict(input_folder: str | os.PathLike, output_folder: str | os.PathLike, p
     else:
         fine = models[0]
         coarse_model = coarse_model_for(fine, coarse)
-        probabilities = fine_takes_probabilities(fine)
         coarse_runner = _ModelRunner(coarse_model, settings, timing)
-        fine_runner = _ModelRunner(fine, settings, timing)
+        fine_runner = _ModelRunner(fine, settings, timing)  # nnU-Net has now looked up (imported) the trainer
+        probabilities = fine_takes_probabilities(fine)
         t = time.perf_counter()
         coarse_out = coarse_runner.run(cases, members_dir / f"coarse__{coarse_model.identifier}",
                                        save_probabilities=probabilities)

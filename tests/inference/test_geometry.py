@@ -86,6 +86,17 @@ def test_2p5d_output_is_the_mean_of_the_three_planes(geom_dataset, planes_predic
         assert np.array_equal(sitk.GetArrayFromImage(mask), mean.argmax(0))
 
 
+def test_ensemble_of_the_member_folders_gives_the_same_result(geom_dataset, planes_prediction, tmp_path):
+    members = [planes_prediction / "members" / f"nnUNetTrainerOracle__nnUNetPlans_{p}__2d" for p in GAIN]
+    run_cli("nnunet-iph", "ensemble", "predictions", "-i", *map(str, members), "-o", str(tmp_path),
+            "--save-probabilities")
+    for case in _cases(geom_dataset):
+        assert np.array_equal(np.load(tmp_path / f"{case}.npz")["probabilities"],
+                              np.load(planes_prediction / f"{case}.npz")["probabilities"])
+        assert np.array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / f"{case}.nii.gz"))),
+                              sitk.GetArrayFromImage(sitk.ReadImage(str(planes_prediction / f"{case}.nii.gz"))))
+
+
 def test_volumes_csv_matches_the_known_target(geom_dataset, planes_prediction):
     table = pd.read_csv(planes_prediction / "volumes.csv").set_index("case")
     voxel_ml = float(np.prod([4.0, 0.8, 1.1])) / 1000

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import SimpleITK as sitk
+import torch
 
 from plane_workflow import COARSE_TRAINER, MULTI_ID, PLANE_TRAINER, PLANES, run_cli
 
@@ -118,3 +119,22 @@ def test_mismatched_plans_are_refused(plane_models):
     proc = run_cli("nnunet-iph", "ensemble", "cv", "-d", D, "-m", plane_models["axial"].name, other.name,
                    check=False)
     assert proc.returncode == 2 and "mismatched plans" in proc.stderr and "labels" in proc.stderr
+
+
+def test_plane_plans_work_for_our_architectures(multi_dataset):
+    """Every architecture trainer builds its network from a coronal / sagittal plan (anisotropic 2D patch)."""
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    import nnunet_iph.trainers as trainers
+
+    archs = {n: t for n, t in trainers.TRAINERS.items()
+             if hasattr(t.build_network_architecture, "network_class") and not n.endswith("Adam")}
+    assert "nnUNetTrainerDenseNetCoarse" in archs
+    for plane in ("coronal", "sagittal"):
+        pm = PlansManager(str(multi_dataset.preprocessed / f"nnUNetPlans_{plane}.json"))
+        cm = pm.get_configuration("2d")
+        x = torch.zeros(1, 1, *cm.patch_size)
+        for name, trainer in archs.items():
+            net = trainer.build_network_architecture(pm, cm, 1, 2, False).eval()
+            with torch.no_grad():
+                assert net(x).shape == (1, 2, *cm.patch_size), (plane, name)
