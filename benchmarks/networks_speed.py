@@ -5,8 +5,9 @@ head-CT-like ones) and each architecture trainer: forward + backward seconds per
 ``--repeats`` rounds after one warm-up, deep supervision on, the plans' batch and patch size; the
 networks are interleaved within each round so load on a shared machine hits all alike) and peak
 memory (peak RSS growth, VmHWM - VmRSS, of a fresh subprocess during one forward/backward after a
-warm-up one, over the RSS with network, batch and warm-up state in place: activations + gradients), each also as a ratio to PlainConvUNet built by nnU-Net's
-default trainer in the same run.
+warm-up one, over the RSS with network, batch and warm-up state in place: activations +
+gradients), each also as a ratio to PlainConvUNet built by nnU-Net's default trainer in the same
+run. ``--repeats 0`` times that single pass instead of interleaved rounds (cheaper, noisier).
 
 Then the loss: one full training step (PlainConvUNet forward, deep-supervised loss, backward, SGD
 step) with the focal + Dice loss vs nnU-Net's default DC_and_CE_loss, interleaved, and the loss

@@ -223,11 +223,12 @@ class SwinDecoder(Decoder):
             skip = self.channels[level]
             self.transpconvs.append(ops.transp_conv(below, skip, self.strides[level + 1]))
             if level >= first_swin_level:
-                self.stages.append(nn.Sequential(ops.conv(2 * skip, skip, 1), SwinStage(skip, depth, window, mlp_ratio)))
+                self.stages.append(nn.Sequential(ops.conv(2 * skip, skip, 1),
+                                                 SwinStage(skip, depth, window, mlp_ratio)))
             else:
                 self.stages.append(stacked_convs(ops, 2 * skip, skip, 2, self.kernel_sizes[level]))
             self.seg_layers.append(self._seg(skip))
             below = skip
 
+    gates = None  # same forward as the U-Net decoder, without attention gates
     forward = UNetDecoder.forward
-    gates = None

@@ -37,9 +37,10 @@ class PlateauOnValidationLoss:
 
 class PaperHyperparametersMixin:
     """Adam (lr 5e-4, no weight decay: Keras' defaults) with ReduceLROnPlateau on the validation
-    loss (factor 0.1, patience 10 epochs: Keras' defaults, the study names no values). Mix in
-    before an nnU-Net trainer. The plateau counters are not checkpointed: ``--c`` restores the
-    reduced learning rate (it is in the optimizer state) but restarts the patience count."""
+    loss (factor 0.1, patience 10 epochs: Keras' defaults; our study description gives no
+    values). Mix in before an nnU-Net trainer. The plateau counters are not checkpointed: ``--c``
+    restores the reduced learning rate (it is in the optimizer state) but restarts the patience
+    count."""
 
     paper_lr: float = 5e-4
     adam_weight_decay: float = 0.0

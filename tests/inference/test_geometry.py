@@ -14,6 +14,8 @@ import SimpleITK as sitk
 
 from geom_synth import EXPECTED_FORWARD, GAIN, GEOM_ID, run_cli
 
+pytestmark = pytest.mark.slow  # nnU-Net planning + prediction through the CLIs (no training, ~1 min)
+
 
 def _geometry(img: sitk.Image):
     return (img.GetSize(), tuple(np.round(img.GetSpacing(), 5).tolist()),

@@ -40,7 +40,8 @@ def test_deep_supervision_outputs_match_nnunet_scales(name, configuration):
     net = build(name, configuration)
     out = run_forward_backward(net, configuration)
     expected = deep_supervision_shapes(configuration)
-    assert isinstance(out, list) and len(out) == len(expected) == len(configuration["architecture"]["arch_kwargs"]["strides"]) - 1
+    n_stages = len(configuration["architecture"]["arch_kwargs"]["strides"])
+    assert isinstance(out, list) and len(out) == len(expected) == n_stages - 1
     assert [tuple(o.shape[2:]) for o in out] == expected  # full resolution first, then nnU-Net's scales
     assert all(o.shape[:2] == (2, 3) for o in out)
     assert_finite(out)
