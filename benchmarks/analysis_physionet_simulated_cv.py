@@ -81,7 +81,7 @@ def main() -> None:
               "--labels", str(labels), "--n-overlays", "0"])
     t_analyze = time.perf_counter() - t1
     assert rc == 0
-    res = json.loads((out / "results.json").read_text())
+    res = json.loads((out / "results.json").read_text(encoding="utf-8"))
     a = res["analyses"]["validation"]
     print(f"cases: {len(masks)}; systems: {len(a['systems'])}; tree built in {t_build:.1f} s; "
           f"analyze (score + stats + tables + figures + report) {t_analyze:.1f} s")

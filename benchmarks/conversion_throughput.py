@@ -62,7 +62,7 @@ def as_format(pairs: list[tuple[Path, Path]], dest: Path, ext: str) -> list[tupl
 
 
 def manifest_for(pairs: list[tuple[Path, Path]], path: Path) -> Path:
-    with open(path, "w", newline="") as fh:
+    with open(path, "w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
         w.writerow(["subject_id", "image", "mask", "site", "age", "sex"])
         for i, (img, msk) in enumerate(pairs):

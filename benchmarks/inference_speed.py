@@ -73,12 +73,12 @@ def untrained_model(trainer: str, plans: str, configuration: str, raw: Path) -> 
     folder = results_dir(DATASET_ID) / f"{trainer}__{plans}__{configuration}"
     plans_file = plans_path(DATASET_ID, plans)
     if (folder / "fold_0" / "checkpoint_final.pth").is_file() and \
-            (folder / "plans.json").read_text() == plans_file.read_text():
+            (folder / "plans.json").read_text(encoding="utf-8") == plans_file.read_text(encoding="utf-8"):
         return folder
     (folder / "fold_0").mkdir(parents=True, exist_ok=True)
     shutil.copy(plans_file, folder / "plans.json")
     shutil.copy(raw / "dataset.json", folder / "dataset.json")
-    dataset_json = json.loads((raw / "dataset.json").read_text())
+    dataset_json = json.loads((raw / "dataset.json").read_text(encoding="utf-8"))
     pm = PlansManager(str(plans_file))
     cm = pm.get_configuration(configuration)
     if trainer == "nnUNetTrainer":

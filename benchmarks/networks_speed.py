@@ -188,7 +188,7 @@ def loss_benchmark(plans: dict, configuration: str, channels: int, classes: int,
 def run_worker_subprocess(args: list[str]) -> dict:
     # fixed mmap threshold: freed tensors go back to the OS at once, so RSS tracks live memory
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"}
-    proc = subprocess.run([sys.executable, __file__, "--worker", *args], capture_output=True, text=True, env=env)
+    proc = subprocess.run([sys.executable, __file__, "--worker", *args], capture_output=True, text=True, encoding="utf-8", errors="replace", env=env)
     if proc.returncode:
         return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}"}
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -208,11 +208,11 @@ def main() -> None:
     parser.add_argument("--worker", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
-    plans = json.loads(args.plans.read_text()) if args.plans else representative_plans()
+    plans = json.loads(args.plans.read_text(encoding="utf-8")) if args.plans else representative_plans()
     dataset_json = args.plans.parent / "dataset.json" if args.plans else None
     channels, classes = 1, 2
     if dataset_json is not None and dataset_json.is_file():
-        ds = json.loads(dataset_json.read_text())
+        ds = json.loads(dataset_json.read_text(encoding="utf-8"))
         channels, classes = len(ds["channel_names"]), len(ds["labels"])
     if args.worker:
         trainer, configuration = args.worker

@@ -34,7 +34,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _tolerate_ascii_terminals() -> None:
+    """Under a C/POSIX locale stdout is ASCII; replace what it cannot show instead of crashing."""
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
+
+
 def main(argv: list[str] | None = None) -> int:
+    _tolerate_ascii_terminals()
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)

@@ -149,7 +149,7 @@ def write_report(workdir: Path, raw: Path, predictions: Path, settings: DemoSett
     rows, per_case, images = [], {}, []
     for trainer in settings.trainers:
         name = settings.schedule_name(trainer)
-        summary = json.loads((predictions / name / "summary.json").read_text())
+        summary = json.loads((predictions / name / "summary.json").read_text(encoding="utf-8"))
         per_case[name] = {Path(c["reference_file"]).name.removesuffix(".nii.gz"): c["metrics"]["1"]["Dice"]
                           for c in summary["metric_per_case"]}
         rows.append((name, summary["foreground_mean"]["Dice"], timings[f"train {name}"]))

@@ -24,10 +24,10 @@ def run_logged(args: list[str], log_file: Path, env: dict[str, str] | None = Non
     """Run ``args[0]`` (a console script name) with the rest as arguments; raise with the log's tail."""
     log_file.parent.mkdir(parents=True, exist_ok=True)
     cmd = [console_script(args[0]), *args[1:]]
-    with open(log_file, "w") as log:
+    with open(log_file, "w", encoding="utf-8") as log:
         log.write("$ " + " ".join(cmd) + "\n")
         log.flush()
         proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
     if proc.returncode != 0:
-        tail = "".join(log_file.read_text().splitlines(keepends=True)[-30:])
+        tail = "".join(log_file.read_text(encoding="utf-8").splitlines(keepends=True)[-30:])
         raise RuntimeError(f"{args[0]} failed with exit code {proc.returncode} (log: {log_file}):\n{tail}")

@@ -209,7 +209,7 @@ def generate_cohort(out_dir: str | Path, config: PhantomConfig = PhantomConfig()
         rows.append([s.subject_id, f"images/{s.subject_id}.nii.gz", f"masks/{s.subject_id}.nii.gz",
                      s.site, s.age, s.sex, s.n_hemorrhages, s.hemorrhage_ml])
     manifest = out_dir / "manifest.csv"
-    with atomic_path(manifest) as tmp, open(tmp, "w", newline="") as fh:
+    with atomic_path(manifest) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
         writer.writerow(MANIFEST_COLUMNS)
         writer.writerows(rows)

@@ -70,7 +70,7 @@ def test_hemorrhage_volumes_span_small_to_large():
 def test_cohort_writes_manifest_and_files(tmp_path):
     cfg = PhantomConfig(n_subjects=4, n_sites=2, size="tiny", seed=1)
     manifest = generate_cohort(tmp_path, cfg, progress=False)
-    rows = list(csv.DictReader(open(manifest)))
+    rows = list(csv.DictReader(open(manifest, encoding="utf-8")))
     assert list(rows[0])[:6] == ["subject_id", "image", "mask", "site", "age", "sex"]
     assert [r["site"] for r in rows] == ["site01", "site02", "site01", "site02"]
     for r in rows:

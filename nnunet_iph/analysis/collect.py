@@ -76,7 +76,7 @@ def _file_ending(folder: Path) -> str:
     for cand in (folder / "dataset.json", folder.parent / "dataset.json", folder.parent.parent / "dataset.json"):
         if cand.is_file():
             try:
-                return json.loads(cand.read_text()).get("file_ending", DEFAULT_FILE_ENDING)
+                return json.loads(cand.read_text(encoding="utf-8")).get("file_ending", DEFAULT_FILE_ENDING)
             except (OSError, json.JSONDecodeError):
                 pass
     return DEFAULT_FILE_ENDING
@@ -212,7 +212,7 @@ def _splits_final(dataset: str | None) -> list[dict] | None:
         return None
     p = Path(pre) / dataset / "splits_final.json"
     try:
-        return json.loads(p.read_text()) if p.is_file() else None
+        return json.loads(p.read_text(encoding="utf-8")) if p.is_file() else None
     except (OSError, json.JSONDecodeError):
         return None
 
@@ -236,7 +236,7 @@ def resolve_reference_dir(src: PredictionSource, labels_dir: str | os.PathLike |
             return cand
     if src.summary_json is not None:
         try:
-            entries = json.loads(src.summary_json.read_text()).get("metric_per_case", [])
+            entries = json.loads(src.summary_json.read_text(encoding="utf-8")).get("metric_per_case", [])
         except (OSError, json.JSONDecodeError):
             entries = []
         dirs = {Path(e["reference_file"]).parent for e in entries if e.get("reference_file")}
@@ -250,7 +250,7 @@ def resolve_reference_dir(src: PredictionSource, labels_dir: str | os.PathLike |
 
 def metrics_from_summary(summary_json: Path, file_ending: str = DEFAULT_FILE_ENDING) -> pd.DataFrame:
     """Per-case rows from nnU-Net's summary.json: Dice, IoU, precision, recall, specificity, counts."""
-    data = json.loads(Path(summary_json).read_text())
+    data = json.loads(Path(summary_json).read_text(encoding="utf-8"))
     rows = []
     for entry in data.get("metric_per_case", []):
         name = Path(entry["prediction_file"]).name

@@ -147,7 +147,7 @@ def labels_from_dataset_json(path: str | os.PathLike) -> list[M.Label]:
     """Foreground labels (ints, or tuples for nnU-Net regions) of an nnU-Net ``dataset.json``."""
     import json
 
-    data = json.loads(Path(path).read_text())
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
     out: list[M.Label] = []
     for name, value in data.get("labels", {}).items():
         if name == "ignore":

@@ -62,14 +62,14 @@ def load_plan(out_dir: str | os.PathLike) -> dict[str, Any]:
     path = Path(out_dir) / PLAN_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no plan here; run `nnunet-iph slurm plan EXP -o {out_dir}` first")
-    return json.loads(path.read_text())
+    return json.loads(path.read_text(encoding="utf-8"))
 
 
 def load_state(out_dir: str | os.PathLike) -> dict[str, Any]:
     path = Path(out_dir) / STATE_FILE
     if not path.is_file():
         return {"submissions": []}
-    return json.loads(path.read_text())
+    return json.loads(path.read_text(encoding="utf-8"))
 
 
 def save_state(out_dir: str | os.PathLike, state: dict[str, Any]) -> None:
@@ -94,7 +94,7 @@ def stage_labels(stage: dict[str, Any]) -> list[str]:
 
 def _run(runner: Runner, args: list[str]) -> subprocess.CompletedProcess:
     try:
-        return runner(args, capture_output=True, text=True, check=False)
+        return runner(args, capture_output=True, text=True, encoding="utf-8", errors="replace", check=False)
     except FileNotFoundError:
         return subprocess.CompletedProcess(args, 127, "", f"{args[0]}: command not found")
 
@@ -185,7 +185,7 @@ def _file_ending(plan: dict[str, Any]) -> str:
     for candidate in (Path(env["nnUNet_raw"]) / ds / "dataset.json",
                       Path(env["nnUNet_preprocessed"]) / ds / "dataset.json"):
         try:
-            return json.loads(candidate.read_text())["file_ending"]
+            return json.loads(candidate.read_text(encoding="utf-8"))["file_ending"]
         except (OSError, ValueError, KeyError):
             continue
     return ".nii.gz"
@@ -462,7 +462,7 @@ def collect_rows(out_dir: str | os.PathLike) -> list[dict[str, Any]]:
                    "configuration": t["configuration"], "fold": t["fold"], "done": summary.is_file(),
                    "n_cases": "", "dice": ""}
             if summary.is_file():
-                data = json.loads(summary.read_text())
+                data = json.loads(summary.read_text(encoding="utf-8"))
                 row["n_cases"] = len(data.get("metric_per_case", []))
                 dice = data.get("foreground_mean", {}).get("Dice")
                 row["dice"] = "" if dice is None else f"{dice:.6g}"

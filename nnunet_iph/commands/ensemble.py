@@ -57,10 +57,10 @@ def run_cv(args: argparse.Namespace) -> int:
     folds = [int(f) if f.isdigit() else f for f in args.folds] if args.folds else None
     out = ensemble_crossvalidation(models, args.output, folds, require_planes=args.planes,
                                    num_processes=args.num_processes)
-    summary = json.loads((out / "summary.json").read_text())
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
     print(f"ensemble: {out}\nensemble Dice (foreground mean): {summary['foreground_mean']['Dice']:.4f}")
     if args.compare:
-        used = json.loads((out / "ensemble.json").read_text())["folds"]
+        used = json.loads((out / "ensemble.json").read_text(encoding="utf-8"))["folds"]
         for ident, dice in member_cv_summaries(models, used, args.num_processes).items():
             print(f"  member {ident}: {dice:.4f}")
     return 0

@@ -65,6 +65,6 @@ def run(args: argparse.Namespace) -> int:
         import json
         from pathlib import Path
 
-        print(format_summary(json.loads(Path(summary_path).read_text())))
+        print(format_summary(json.loads(Path(summary_path).read_text(encoding="utf-8"))))
         print(f"wrote {args.output} and {summary_path}")
     return 0

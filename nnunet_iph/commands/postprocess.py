@@ -77,7 +77,7 @@ def run_choose(args: argparse.Namespace) -> int:
 
     grid = None
     if args.grid:
-        text = Path(args.grid).read_text() if Path(args.grid).is_file() else args.grid
+        text = Path(args.grid).read_text(encoding="utf-8") if Path(args.grid).is_file() else args.grid
         try:
             grid = json.loads(text)
         except json.JSONDecodeError as err:

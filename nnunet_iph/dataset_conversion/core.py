@@ -493,7 +493,7 @@ def _stat(path: Path) -> list[int] | None:
 def _load_unchanged(ds: Path, e: _Entry, fp: dict[str, Any]) -> dict[str, Any] | None:
     state_file = ds / META_DIR / "cases" / f"{e.case_id}.json"
     try:
-        state = json.loads(state_file.read_text())
+        state = json.loads(state_file.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     if state.get("fingerprint") != json.loads(json.dumps(fp)):

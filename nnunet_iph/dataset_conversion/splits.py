@@ -171,7 +171,7 @@ def install_splits(dataset: int | str | os.PathLike, preprocessed_root: str | os
     if not src.is_file():
         raise FileNotFoundError(f"{src}: no {scheme} splits in the converted dataset "
                                 f"(loso needs at least 2 sites, kfold at least 2 patients)")
-    splits = json.loads(src.read_text())
+    splits = json.loads(src.read_text(encoding="utf-8"))
     pre_root = preprocessed_root or os.environ.get("nnUNet_preprocessed")
     if not pre_root:
         raise ValueError("nnUNet_preprocessed is not set; pass preprocessed_root (--preprocessed-root)")

@@ -73,7 +73,7 @@ class ModelRef:
                 raise FileNotFoundError(f"{self.folder}: model not trained (folder missing). Train it: "
                                         f"{self.train_command()}")
             raise FileNotFoundError(f"{path}: missing; is {self.folder} an nnU-Net model folder?")
-        return json.loads(path.read_text())
+        return json.loads(path.read_text(encoding="utf-8"))
 
     def plans(self) -> dict:
         return self._json("plans.json")
@@ -269,7 +269,7 @@ def member_cv_summaries(models: Sequence[ModelRef], folds: Sequence[int | str],
     for m in models:
         merged = m.folder / f"crossval_results_folds_{'_'.join(str(f) for f in folds)}"
         accumulate_cv_results(str(m.folder), str(merged), list(folds), max(1, num_processes), overwrite=True)
-        out[m.identifier] = json.loads((merged / "summary.json").read_text())["foreground_mean"]["Dice"]
+        out[m.identifier] = json.loads((merged / "summary.json").read_text(encoding="utf-8"))["foreground_mean"]["Dice"]
     return out
 
 
@@ -298,8 +298,8 @@ def ensemble_prediction_folders(folders: Sequence[str | Path], output_folder: st
             raise FileNotFoundError(f"{f}: probabilities missing for {sorted(all_cases - cases)[:5]}")
     out = Path(output_folder)
     out.mkdir(parents=True, exist_ok=True)
-    plans = json.loads((folders[0] / "plans.json").read_text())
-    dataset_json = json.loads((folders[0] / "dataset.json").read_text())
+    plans = json.loads((folders[0] / "plans.json").read_text(encoding="utf-8"))
+    dataset_json = json.loads((folders[0] / "dataset.json").read_text(encoding="utf-8"))
     written = [merge_case([f / f"{c}.npz" for f in folders], out / c, plans, dataset_json, save_probabilities)
                for c in sorted(all_cases)]
     shutil.copy(folders[0] / "dataset.json", out / "dataset.json")

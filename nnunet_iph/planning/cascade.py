@@ -74,7 +74,7 @@ def write_cascade_plans(dataset: int | str, layout: CascadeLayout = CascadeLayou
                          f"(available: {sorted(source['configurations'])}); a 2D-only dataset has no 3d_fullres: "
                          "use a 2D fine stage instead")
     out_path = plans_path(dataset, layout.plans)
-    plans = json.loads(out_path.read_text()) if out_path.is_file() else deepcopy(source)
+    plans = json.loads(out_path.read_text(encoding="utf-8")) if out_path.is_file() else deepcopy(source)
     if out_path.is_file() and plans.get("transpose_forward") != source["transpose_forward"]:
         raise ValueError(f"{out_path}: transpose differs from {source_plans}; delete it or pick another "
                          "--cascade-plans")

@@ -62,7 +62,7 @@ def load_plans(dataset: int | str, plans_identifier: str) -> dict:
                            if p.stem not in ("dataset", "dataset_fingerprint", "splits_final"))
         raise FileNotFoundError(f"{path}: plans {plans_identifier!r} not found (available: {available}); "
                                 "create them with `nnunet-iph plan`")
-    return json.loads(path.read_text())
+    return json.loads(path.read_text(encoding="utf-8"))
 
 
 def save_plans(plans: dict, path: Path) -> Path:
@@ -79,7 +79,7 @@ def training_cases(dataset: int | str) -> dict[str, dict]:
     from nnunetv2.utilities.utils import get_filenames_of_train_images_and_targets
 
     folder = raw_dir(dataset)
-    dataset_json = json.loads((folder / "dataset.json").read_text())
+    dataset_json = json.loads((folder / "dataset.json").read_text(encoding="utf-8"))
     return get_filenames_of_train_images_and_targets(str(folder), dataset_json)
 
 
@@ -131,7 +131,7 @@ def preprocess_configurations(dataset: int | str, plans_identifier: str, configu
     pm = PlansManager(plans)
     cases = list(training_cases(name))
     stamp_file = preprocessed_dir(name) / PREPROCESSING_STAMP  # not inside the data folders: nnU-Net
-    stamps = json.loads(stamp_file.read_text()) if stamp_file.is_file() else {}  # infers their format from the files
+    stamps = json.loads(stamp_file.read_text(encoding="utf-8")) if stamp_file.is_file() else {}  # infers their format from the files
     status = {}
     for configuration in dict.fromkeys(configurations):
         if configuration not in pm.available_configurations:
@@ -156,7 +156,7 @@ def preprocess_configurations(dataset: int | str, plans_identifier: str, configu
 
 def _copy_gt_segmentations(name: str) -> None:
     """What ``nnUNetv2_preprocess`` does after preprocessing: reference labels for validation."""
-    dataset_json = json.loads((raw_dir(name) / "dataset.json").read_text())
+    dataset_json = json.loads((raw_dir(name) / "dataset.json").read_text(encoding="utf-8"))
     target = preprocessed_dir(name) / "gt_segmentations"
     target.mkdir(parents=True, exist_ok=True)
     for case, files in training_cases(name).items():
@@ -174,7 +174,7 @@ def write_splits(dataset: int | str, n_folds: int, seed: int = 12345, overwrite:
 
     path = preprocessed_dir(dataset) / "splits_final.json"
     if path.is_file() and not overwrite:
-        existing = json.loads(path.read_text())
+        existing = json.loads(path.read_text(encoding="utf-8"))
         if len(existing) != n_folds:
             raise ValueError(f"{path} already has {len(existing)} folds, not {n_folds}; pass overwrite=True "
                              "(models trained on the old folds then no longer match)")
@@ -192,4 +192,4 @@ def load_splits(dataset: int | str) -> list[dict]:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no splits yet (nnU-Net writes it when the first fold trains; "
                                 "`nnunet-iph plan --folds K` writes one)")
-    return json.loads(path.read_text())
+    return json.loads(path.read_text(encoding="utf-8"))

@@ -75,7 +75,7 @@ def reader_name(dataset: int | str) -> str:
 
     from nnunet_iph.planning.common import raw_dir
 
-    dataset_json = json.loads((raw_dir(dataset) / "dataset.json").read_text())
+    dataset_json = json.loads((raw_dir(dataset) / "dataset.json").read_text(encoding="utf-8"))
     example = next(iter(training_cases(dataset).values()))["images"][0]
     return determine_reader_writer_from_dataset_json(dataset_json, example, verbose=False).__name__
 

@@ -20,7 +20,7 @@ def load_config(path: str | os.PathLike) -> PostprocessingConfig:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"post-processing config {path} does not exist")
-    data = json.loads(path.read_text())
+    data = json.loads(path.read_text(encoding="utf-8"))
     if isinstance(data, dict) and "chosen" in data:
         data = data["chosen"]
     if isinstance(data, dict) and "config" in data and isinstance(data["config"], dict):

@@ -59,7 +59,7 @@ def test_evaluate_cli_writes_table_and_summary(folders, tmp_path, capsys):
     assert bool(t.loc["c2", "empty_pred"]) and bool(t.loc["c3", "empty_ref"])
     assert t.loc["c3", "lesions_false_positive"] == 1 and t.loc["c2", "lesions_missed"] == 1
 
-    summary = json.loads((tmp_path / "out" / "metrics_summary.json").read_text())
+    summary = json.loads((tmp_path / "out" / "metrics_summary.json").read_text(encoding="utf-8"))
     entry = summary["per_label"]["1"]
     assert entry["empty_cases"] == {"both_empty": 1, "ref_empty_pred_not": 1, "pred_empty_ref_not": 1,
                                     "both_non_empty": 2}

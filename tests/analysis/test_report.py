@@ -35,7 +35,7 @@ def synthetic(n: int = 15, sites: str = "AB") -> pd.DataFrame:
 
 
 def md_images(report: Path) -> list[str]:
-    return re.findall(r"!\[[^\]]*\]\(([^)]+)\)", report.read_text())
+    return re.findall(r"!\[[^\]]*\]\(([^)]+)\)", report.read_text(encoding="utf-8"))
 
 
 def test_build_report_numbers_and_files(tmp_path):
@@ -43,7 +43,7 @@ def test_build_report_numbers_and_files(tmp_path):
     res = build_report(df, tmp_path, AnalysisSettings(n_boot=200, seed=3))
     for name in ("report.md", "report.html", "results.json", "per_case.csv"):
         assert (tmp_path / name).is_file()
-    on_disk = json.loads((tmp_path / "results.json").read_text())
+    on_disk = json.loads((tmp_path / "results.json").read_text(encoding="utf-8"))
     assert on_disk["settings"]["seed"] == 3 and on_disk["versions"]["statsmodels"]
     a = on_disk["analyses"]["validation"]
     anova = a["metrics"]["dice"]["anova"]
@@ -56,9 +56,9 @@ def test_build_report_numbers_and_files(tmp_path):
         assert (tmp_path / rel).read_bytes()[:4] == b"\x89PNG"
     imgs = md_images(tmp_path / "report.md")
     assert imgs and all((tmp_path / p).is_file() for p in imgs)
-    html = (tmp_path / "report.html").read_text()
+    html = (tmp_path / "report.html").read_text(encoding="utf-8")
     assert all(f'src="{p}"' in html for p in imgs) and "<b>" in html
-    md = (tmp_path / "report.md").read_text()
+    md = (tmp_path / "report.md").read_text(encoding="utf-8")
     assert "F(3, 56)" in md and "ICC(2,1)" in md and "Paired statistics" in md
     for ext in ("md", "tex", "csv"):
         assert (tmp_path / "tables" / f"validation_dice.{ext}").is_file()
@@ -70,7 +70,7 @@ def test_single_site_report_says_site_term_dropped(tmp_path):
     res = build_report(df, tmp_path, AnalysisSettings(n_boot=100, metrics=["dice"]))
     ols = res["analyses"]["validation"]["metrics"]["dice"]["ols"][0]
     assert any("single site ('A') -> site term dropped" in m for m in ols["messages"])
-    md = (tmp_path / "report.md").read_text()
+    md = (tmp_path / "report.md").read_text(encoding="utf-8")
     assert "site term dropped" in md and "age term dropped" in md
     assert "no ages in cases.csv" in md  # the age figure is skipped and the report says so
 
@@ -97,7 +97,7 @@ def test_analyze_cli_from_summary_json(tmp_path, capsys):
     rc = main(["analyze", str(tree["results"]), "--cases", str(tree["cases"]), "-o", str(out),
                "--metric-source", "summary", "--images", str(tree["images"]), "--n-boot", "100"])
     assert rc == 0 and "report:" in capsys.readouterr().out
-    res = json.loads((out / "results.json").read_text())
+    res = json.loads((out / "results.json").read_text(encoding="utf-8"))
     a = res["analyses"]["validation"]
     assert a["n_cases"] == 4 and len(a["systems"]) == 3
     assert any(k.startswith("validation_overlay_") for k in a["figures"])
@@ -127,7 +127,7 @@ def test_analyze_cli_with_our_evaluator(tmp_path):
     out = tmp_path / "out"
     assert main(["analyze", str(tree["results"]), "--cases", str(tree["cases"]), "-o", str(out),
                  "--labels", str(tree["labels"]), "--images", str(tree["images"]), "--n-boot", "100"]) == 0
-    res = json.loads((out / "results.json").read_text())
+    res = json.loads((out / "results.json").read_text(encoding="utf-8"))
     a = res["analyses"]["validation"]
     assert {"dice", "hd95_mm", "assd_mm"} <= set(a["metrics"]) and a["volume_agreement"]
     assert all((out / p).is_file() for p in md_images(out / "report.md"))
@@ -135,5 +135,5 @@ def test_analyze_cli_with_our_evaluator(tmp_path):
     out2 = tmp_path / "out2"
     assert main(["analyze", "--metrics-csv", str(out / "per_case.csv"), "--cases", str(tree["cases"]),
                  "-o", str(out2), "--n-boot", "100", "--n-overlays", "0"]) == 0
-    res2 = json.loads((out2 / "results.json").read_text())
+    res2 = json.loads((out2 / "results.json").read_text(encoding="utf-8"))
     assert res2["analyses"]["validation"]["metrics"]["dice"]["anova"] == a["metrics"]["dice"]["anova"]

@@ -73,7 +73,7 @@ def test_write_table_files(tmp_path):
     assert {p.name for p in paths.values()} == {"val_dice.md", "val_dice.tex", "val_dice.csv"}
     back = pd.read_csv(paths["csv"])
     assert back["best"].tolist() == [False, True] and back["mean"].tolist() == pytest.approx([0.55, 0.75])
-    assert "**0.750 ± 0.071**" in paths["md"].read_text()
+    assert "**0.750 ± 0.071**" in paths["md"].read_text(encoding="utf-8")
 
 
 def test_missing_column_is_a_clear_error():

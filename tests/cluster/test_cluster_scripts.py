@@ -115,7 +115,7 @@ def test_train_task_resume_skip_and_fresh(tmp_path, fake_bin):
 
     def run() -> str:
         env = {"PATH": "/usr/bin:/bin", "SLURM_CPUS_PER_TASK": "6"}
-        proc = subprocess.run(["bash", str(script), "3"], capture_output=True, text=True, env=env, check=True)
+        proc = subprocess.run(["bash", str(script), "3"], capture_output=True, text=True, encoding="utf-8", errors="replace", env=env, check=True)
         return proc.stdout
 
     out = run()
@@ -133,7 +133,7 @@ def test_train_task_resume_skip_and_fresh(tmp_path, fake_bin):
     (fold / "validation" / "summary.json").write_text("{}")
     out = run()
     assert "already finished" in out and "CALL" not in out
-    proc = subprocess.run(["bash", str(script), "99"], capture_output=True, text=True)
+    proc = subprocess.run(["bash", str(script), "99"], capture_output=True, text=True, encoding="utf-8", errors="replace")
     assert proc.returncode == 2 and "no task 99" in proc.stderr
 
 
@@ -155,13 +155,13 @@ def test_predict_and_cascade_scripts(tmp_path, fake_bin):
     assert exp.stage("test_fine").after == ["fine", "test_low"]
     write_plan(exp, tmp_path / "out")
     proc = subprocess.run(["bash", str(tmp_path / "out" / "test_fine.sbatch"), "1"], capture_output=True,
-                          text=True, check=True, env={"PATH": "/usr/bin:/bin"})
+                          text=True, encoding="utf-8", errors="replace", check=True, env={"PATH": "/usr/bin:/bin"})
     call = next(line for line in proc.stdout.splitlines() if line.startswith("CALL"))
     assert (f"-i {tmp_path}/in -o {tmp_path}/p_fine/nnUNetTrainer__nnUNetPlans__3d_cascade_fullres "
             f"-d {DATASET} -tr nnUNetTrainer -p nnUNetPlans -c 3d_cascade_fullres -f 0 1 2 -num_parts 2 -part_id 1 "
             "-device cuda --continue_prediction -prev_stage_predictions "
             f"{tmp_path}/p_low/nnUNetTrainer__nnUNetPlans__3d_lowres") in call
-    text = (tmp_path / "out" / "test_low.sbatch").read_text()
+    text = (tmp_path / "out" / "test_low.sbatch").read_text(encoding="utf-8")
     assert "#SBATCH --array=0-2%3" in text and "-npp 2" in text
 
 
@@ -321,15 +321,15 @@ def test_cli_plan_dry_run_and_errors(tmp_path):
     exp_file = tmp_path / "exp.json"
     exp_file.write_text(json.dumps(experiment_dict(tmp_path)))
     cmd = [sys.executable, "-m", "nnunet_iph.cli", "slurm", "plan", str(exp_file), "-o", str(tmp_path / "o")]
-    proc = subprocess.run([*cmd, "--dry-run"], capture_output=True, text=True, check=True)
+    proc = subprocess.run([*cmd, "--dry-run"], capture_output=True, text=True, encoding="utf-8", errors="replace", check=True)
     assert proc.stdout.count("#!/bin/bash") == 4 and not (tmp_path / "o").exists()
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True, encoding="utf-8", errors="replace", check=True)
     assert (tmp_path / "o" / "plan.json").is_file() and (tmp_path / "o" / "logs").is_dir()
     proc = subprocess.run([sys.executable, "-m", "nnunet_iph.cli", "slurm", "status", str(tmp_path / "o")],
-                          capture_output=True, text=True, check=True)
+                          capture_output=True, text=True, encoding="utf-8", errors="replace", check=True)
     assert "missing" in proc.stdout and "--resubmit" in proc.stdout
     proc = subprocess.run([sys.executable, "-m", "nnunet_iph.cli", "slurm", "plan", str(tmp_path / "no.toml"),
-                           "-o", str(tmp_path / "o")], capture_output=True, text=True)
+                           "-o", str(tmp_path / "o")], capture_output=True, text=True, encoding="utf-8", errors="replace")
     assert proc.returncode == 2 and "no.toml" in proc.stderr
 
 

@@ -32,13 +32,13 @@ def slurm_env():
     """Environment with SLURM_CONF of a private local cluster; daemons stopped by pid afterwards."""
     if shutil.which("bash") is None:
         pytest.skip("bash not available")
-    proc = subprocess.run(["bash", str(SLURM_LOCAL), "install"], capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(["bash", str(SLURM_LOCAL), "install"], capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=900)
     if proc.returncode != 0:
         pytest.skip(f"SLURM not available: {proc.stderr.strip() or proc.stdout.strip()}")
     # not under pytest's 0700 tmp root: munged wants its socket path traversable by everyone
     state_dir = Path(tempfile.mkdtemp(prefix="nnunet_iph_slurm_", dir="/tmp"))
     try:
-        proc = subprocess.run(["bash", str(SLURM_LOCAL), "start", str(state_dir)], capture_output=True, text=True,
+        proc = subprocess.run(["bash", str(SLURM_LOCAL), "start", str(state_dir)], capture_output=True, text=True, encoding="utf-8", errors="replace",
                               timeout=180)
         if proc.returncode != 0:
             pytest.skip(f"local SLURM could not be started: {proc.stderr.strip()[-1500:]}")
@@ -50,7 +50,7 @@ def slurm_env():
 
 
 def cli(env: dict, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    proc = subprocess.run([str(BIN / "nnunet-iph"), "slurm", *args], capture_output=True, text=True, env=env,
+    proc = subprocess.run([str(BIN / "nnunet-iph"), "slurm", *args], capture_output=True, text=True, encoding="utf-8", errors="replace", env=env,
                           timeout=timeout)
     assert proc.returncode == 0, f"nnunet-iph slurm {' '.join(args)}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return proc
@@ -76,7 +76,7 @@ def wait_until_settled(env: dict, out: Path, timeout: float) -> list[dict]:
         if not any(s["state"] in ("pending", "running") for s in st):
             return st
         if time.monotonic() > deadline:
-            logs = "\n".join(f"--- {p}\n{p.read_text()[-1500:]}" for p in sorted((out / "logs").glob("*.out")))
+            logs = "\n".join(f"--- {p}\n{p.read_text(encoding='utf-8')[-1500:]}" for p in sorted((out / "logs").glob("*.out")))
             pytest.fail(f"grid not finished after {timeout}s:\n{cli(env, 'status', str(out)).stdout}\n{logs}")
         time.sleep(5)
 
@@ -84,13 +84,13 @@ def wait_until_settled(env: dict, out: Path, timeout: float) -> list[dict]:
 def wait_job_gone(env: dict, job_id: str, timeout: float) -> None:
     """Until squeue no longer lists the job (its outputs may say "done" before it even started)."""
     deadline = time.monotonic() + timeout
-    while subprocess.run(["squeue", "-h", "-j", job_id], env=env, capture_output=True, text=True).stdout.strip():
+    while subprocess.run(["squeue", "-h", "-j", job_id], env=env, capture_output=True, text=True, encoding="utf-8", errors="replace").stdout.strip():
         assert time.monotonic() < deadline, f"job {job_id} still queued after {timeout}s"
         time.sleep(2)
 
 
 def describe(env: dict, out: Path) -> str:
-    logs = "\n".join(f"--- {p.name}\n{p.read_text()[-2500:]}" for p in sorted((out / "logs").glob("*.out")))
+    logs = "\n".join(f"--- {p.name}\n{p.read_text(encoding='utf-8')[-2500:]}" for p in sorted((out / "logs").glob("*.out")))
     return f"{cli(env, 'status', str(out)).stdout}\n{logs}"
 
 
@@ -126,7 +126,7 @@ def test_grid_with_prediction_and_dependent_analysis(slurm_env, phantom_dataset,
     t0 = time.monotonic()
     proc = cli(slurm_env, "submit", str(exp_file), "-o", str(out))
     assert proc.stdout.count("submitted job") == 3
-    submissions = json.loads((out / "slurm_state.json").read_text())["submissions"]
+    submissions = json.loads((out / "slurm_state.json").read_text(encoding="utf-8"))["submissions"]
     assert [s["stage"] for s in submissions] == ["grid", "test", "analysis"]
     grid_id, test_id = submissions[0]["job_id"], submissions[1]["job_id"]
     assert submissions[1]["dependency"] == [grid_id]
@@ -145,7 +145,7 @@ def test_grid_with_prediction_and_dependent_analysis(slurm_env, phantom_dataset,
         cases = sorted(p.name.replace("_0000.nii.gz", ".nii.gz")
                        for p in (phantom_dataset.raw / "imagesTs").glob("*_0000.nii.gz"))
         assert sorted(p.name for p in (pred / f"{trainer}__nnUNetPlans__2d").glob("*.nii.gz")) == cases
-    with open(out / "grid_summary.csv") as fh:
+    with open(out / "grid_summary.csv", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
     assert len(rows) == 4 and all(r["done"] == "True" and r["dice"] != "" for r in rows)
     # each array task ran once with its own log; the analysis waited for everything
@@ -156,14 +156,14 @@ def test_grid_with_prediction_and_dependent_analysis(slurm_env, phantom_dataset,
 
     # a second submission finds everything finished: tasks exit at once, nothing retrains
     cli(slurm_env, "submit", str(exp_file), "-o", str(out), "--stages", "grid")
-    second = json.loads((out / "slurm_state.json").read_text())["submissions"][-1]["job_id"]
+    second = json.loads((out / "slurm_state.json").read_text(encoding="utf-8"))["submissions"][-1]["job_id"]
     wait_job_gone(slurm_env, second, timeout=300)
     assert all(s["state"] == "done" for s in statuses(slurm_env, out))
-    assert "already finished" in (out / "logs" / f"iphtest-grid_{second}_0.out").read_text()
+    assert "already finished" in (out / "logs" / f"iphtest-grid_{second}_0.out").read_text(encoding="utf-8")
 
 
 def _epochs_in(log: Path) -> list[int]:
-    return [int(m) for m in re.findall(r"^\S.*?: Epoch (\d+)\s*$", log.read_text(), flags=re.M)]
+    return [int(m) for m in re.findall(r"^\S.*?: Epoch (\d+)\s*$", log.read_text(encoding="utf-8"), flags=re.M)]
 
 
 def test_cancelled_training_resumes_from_checkpoint(slurm_env, phantom_dataset, tmp_path):
@@ -178,7 +178,7 @@ def test_cancelled_training_resumes_from_checkpoint(slurm_env, phantom_dataset, 
     fold_dir = phantom_dataset.results / "nnUNetTrainerResumeTest__nnUNetPlans__2d" / "fold_0"
 
     cli(slurm_env, "submit", str(exp_file), "-o", str(out))
-    job_id = json.loads((out / "slurm_state.json").read_text())["submissions"][0]["job_id"]
+    job_id = json.loads((out / "slurm_state.json").read_text(encoding="utf-8"))["submissions"][0]["job_id"]
     deadline = time.monotonic() + 600
     while not (fold_dir / "checkpoint_latest.pth").is_file() or len(_training_epochs(fold_dir)) < 2:
         if time.monotonic() > deadline or statuses(slurm_env, out)[0]["state"] not in ("pending", "running"):
@@ -198,7 +198,7 @@ def test_cancelled_training_resumes_from_checkpoint(slurm_env, phantom_dataset, 
     cli(slurm_env, "submit", str(exp_file), "-o", str(out), "--resubmit")
     final = wait_until_settled(slurm_env, out, timeout=900)
     assert final[0]["state"] == "done", describe(slurm_env, out)
-    resumed_log = Path(final[0]["log"]).read_text()
+    resumed_log = Path(final[0]["log"]).read_text(encoding="utf-8")
     assert "resuming from" in resumed_log and "checkpoint_latest.pth" in resumed_log
     logs = sorted(fold_dir.glob("training_log_*.txt"))
     assert len(logs) >= 2, logs

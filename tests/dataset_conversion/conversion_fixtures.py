@@ -45,7 +45,7 @@ def write(image: sitk.Image, path: Path) -> Path:
 def write_manifest(path: Path, rows: list[dict], columns: list[str] | None = None) -> Path:
     columns = columns or list(dict.fromkeys(k for r in rows for k in r))
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as fh:
+    with open(path, "w", newline="", encoding="utf-8") as fh:
         w = csv.DictWriter(fh, fieldnames=columns)
         w.writeheader()
         for r in rows:
@@ -67,7 +67,7 @@ def make_cohort(root: Path, n: int = 6, sites: int = 2, ext: str = ".nii.gz", **
 
 
 def read_rows(path: Path) -> list[dict]:
-    with open(path, newline="") as fh:
+    with open(path, newline="", encoding="utf-8") as fh:
         return list(csv.DictReader(fh))
 
 

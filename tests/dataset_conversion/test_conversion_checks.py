@@ -279,8 +279,8 @@ def test_bad_input_skipped_with_reason(tmp_path, builder):
     assert cases == {f"sub{i:02d}" for i in range(6)}
     assert {f.split("/")[1].split("_0000")[0].split(".nii")[0] for f in dataset_files(ds)} == cases
     assert_no_partial_output(ds)
-    assert json.loads((ds / "dataset.json").read_text())["numTraining"] == 6
-    assert json.loads((ds / "dataset.json").read_text())["nnunet_iph_conversion"]["counts"]["skipped"] == len(bad_ids)
+    assert json.loads((ds / "dataset.json").read_text(encoding="utf-8"))["numTraining"] == 6
+    assert json.loads((ds / "dataset.json").read_text(encoding="utf-8"))["nnunet_iph_conversion"]["counts"]["skipped"] == len(bad_ids)
 
 
 @pytest.mark.parametrize("builder", BAD, ids=[b.__name__[4:] for b in BAD])
@@ -321,7 +321,7 @@ def test_manifest_errors(tmp_path, content, pattern):
 
 def test_malformed_row_is_reported(tmp_path):
     make_cohort(tmp_path, n=2)
-    with open(tmp_path / "manifest.csv", "a") as fh:
+    with open(tmp_path / "manifest.csv", "a", encoding="utf-8") as fh:
         fh.write("sub09,images/sub00.nii.gz,masks/sub00.nii.gz,site0\n")
     ds = convert_multisite(tmp_path / "manifest.csv", 534, "Rows", tmp_path / "raw", progress=False)
     assert re.search(r"line 4: has 4 fields, header has 7", report(ds)["sub09"]["reason"])
@@ -374,7 +374,7 @@ def test_resample_mask_nearest_neighbour(tmp_path):
     # each coarse voxel becomes 2x2 fine voxels: the volume is preserved exactly here
     assert int(sitk.GetArrayViewFromImage(lab).sum()) == 4 * int(m.sum())
     assert "resampled (nearest neighbour)" in report(ds)["a"]["notes"]
-    assert json.loads((ds / "dataset.json").read_text())["nnunet_iph_conversion"]["options"]["resample_mask"]
+    assert json.loads((ds / "dataset.json").read_text(encoding="utf-8"))["nnunet_iph_conversion"]["options"]["resample_mask"]
 
 
 def test_merge_labels_and_float_mask(tmp_path):

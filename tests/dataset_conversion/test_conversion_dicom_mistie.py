@@ -170,9 +170,9 @@ def test_mistie_phases_dicom_and_nifti(tmp_path):
     assert cases["M0"]["patient_id"] == cases["M4"]["patient_id"] == "PAT0"
     assert (cases["M1"]["scanner"], cases["M1"]["phase"], cases["M1"]["gcs"]) == ("GE LightSpeed", "II", "11")
     assert (ds / "labelsTs" / "M2.nii.gz").is_file() and not (ds / "labelsTs" / "M3.nii.gz").exists()
-    dj = json.loads((ds / "dataset.json").read_text())
+    dj = json.loads((ds / "dataset.json").read_text(encoding="utf-8"))
     assert dj["numTraining"] == 3 and dj["nnunet_iph_conversion"]["converter"] == "mistie"
-    for f in json.loads((ds / "splits_final.json").read_text()):  # both PAT0 scans on one side
+    for f in json.loads((ds / "splits_final.json").read_text(encoding="utf-8")):  # both PAT0 scans on one side
         assert ("M0" in f["val"]) == ("M4" in f["val"])
     assert_same_image(tmp_path / "src" / "M1" / "ct.nii.gz", ds / "imagesTr" / "M1_0000.nii.gz")
     np.testing.assert_array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(ds / "labelsTr" / "M0.nii.gz"))),

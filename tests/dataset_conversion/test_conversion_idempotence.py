@@ -112,7 +112,7 @@ def test_killed_conversion_leaves_no_half_case_and_completes(tmp_path, workers, 
     manifest = make_cohort(tmp_path / "src", n=6)
     raw = tmp_path / "raw"
     proc = subprocess.run([sys.executable, "-c", KILL_SCRIPT, str(manifest), str(raw), "4", str(workers), moment],
-                          capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+                          capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == -9, proc.stderr
     ds = raw / "Dataset543_Kill"
     assert not (ds / "dataset.json").exists()  # no dataset.json = incomplete, nnU-Net refuses it

@@ -33,7 +33,7 @@ def test_instance_flat_layout_with_test_dir(tmp_path):
     assert cases["101"]["site"] == "INSTANCE2022" and cases["101"]["source_set"] == "valid"
     assert_same_image(tmp_path / "train_2" / "data" / "002.nii.gz", ds / "imagesTr" / "002_0000.nii.gz")
     assert_same_image(tmp_path / "train_2" / "label" / "002.nii.gz", ds / "labelsTr" / "002.nii.gz")
-    dj = json.loads((ds / "dataset.json").read_text())
+    dj = json.loads((ds / "dataset.json").read_text(encoding="utf-8"))
     assert dj["numTraining"] == 5 and dj["numTest"] == 3
     assert_no_partial_output(ds)
 

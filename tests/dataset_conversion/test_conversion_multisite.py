@@ -18,7 +18,7 @@ def test_layout_dataset_json_and_lossless(tmp_path):
     manifest = make_cohort(tmp_path / "src", n=6)
     ds = convert_multisite(manifest, 510, "Multi", tmp_path / "raw", progress=False)
     assert ds == (tmp_path / "raw" / "Dataset510_Multi").resolve()
-    dj = json.loads((ds / "dataset.json").read_text())
+    dj = json.loads((ds / "dataset.json").read_text(encoding="utf-8"))
     assert dj["channel_names"] == {"0": "CT"}
     assert dj["labels"] == {"background": 0, "hemorrhage": 1}
     assert dj["numTraining"] == 6 and dj["file_ending"] == ".nii.gz"
@@ -105,7 +105,7 @@ def test_test_fraction_stratified_by_site_and_seeded(tmp_path):
     assert sorted(r["site"] for r in rows if r["split"] == "test") == ["site0", "site1", "site2"]
     assert {p.name for p in (ds / "imagesTs").iterdir()} == {f"{c}_0000.nii.gz" for c in test}
     assert {p.name for p in (ds / "labelsTs").iterdir()} == {f"{c}.nii.gz" for c in test}
-    assert json.loads((ds / "dataset.json").read_text())["numTraining"] == 9
+    assert json.loads((ds / "dataset.json").read_text(encoding="utf-8"))["numTraining"] == 9
     ds2 = convert_multisite(manifest, 515, "Ts2", tmp_path / "raw", test_fraction=0.25, seed=3, progress=False)
     assert sorted(r["case_id"] for r in read_rows(ds2 / "cases.csv") if r["split"] == "test") == test
 
@@ -146,7 +146,7 @@ def test_reorientation(tmp_path):
                                   np.sort(sitk.GetArrayViewFromImage(src), axis=None))
     assert lab.GetDirection() == out.GetDirection() and lab.GetOrigin() == out.GetOrigin()
     assert "reoriented RAS -> LPS" in report(ds)["a"]["notes"]
-    assert json.loads((ds / "dataset.json").read_text())["nnunet_iph_conversion"]["options"]["reorient"] == "LPS"
+    assert json.loads((ds / "dataset.json").read_text(encoding="utf-8"))["nnunet_iph_conversion"]["options"]["reorient"] == "LPS"
     # already canonical: no reorientation needed, byte copy kept
     ds2 = convert_multisite(ds.parent.parent / "m.csv", 518, "Orient2", tmp_path / "raw2", reorient="RAS",
                             progress=False)
@@ -195,8 +195,8 @@ def test_cli_multisite_and_install_splits(tmp_path, capsys):
     rc = main(["convert", "install-splits", "-d", "522", "--raw-root", str(tmp_path / "raw"),
                "--preprocessed-root", str(pre)])
     assert rc == 0
-    assert json.loads((pre / "Dataset522_Cli" / "splits_final.json").read_text()) == \
-        json.loads((ds / "splits_final.json").read_text())
+    assert json.loads((pre / "Dataset522_Cli" / "splits_final.json").read_text(encoding="utf-8")) == \
+        json.loads((ds / "splits_final.json").read_text(encoding="utf-8"))
     # bad input -> clean error, exit 2
     rc = main(["convert", "multisite", str(tmp_path / "missing.csv"), "-d", "523", "--name", "E",
                "--raw-root", str(tmp_path / "raw")])

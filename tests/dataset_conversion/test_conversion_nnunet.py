@@ -41,7 +41,7 @@ def _physionet_subset(src: Path, dest: Path) -> Path:
         (dest / sub).mkdir(parents=True)
         for pid in SUBSET:
             (dest / sub / f"{pid:03d}.nii.gz").symlink_to(src / sub / f"{pid:03d}.nii.gz")
-    lines = (src / "hemorrhage_diagnosis_raw_ct.csv").read_text().splitlines()
+    lines = (src / "hemorrhage_diagnosis_raw_ct.csv").read_text(encoding="utf-8").splitlines()
     keep = [lines[0]] + [ln for ln in lines[1:] if int(ln.split(",")[0]) in SUBSET]
     (dest / "hemorrhage_diagnosis_raw_ct.csv").write_text("\n".join(keep) + "\n")
     return dest
@@ -52,13 +52,13 @@ def _physionet_subset(src: Path, dest: Path) -> Path:
 def test_physionet_subset_passes_nnunet_verification(physionet_dir, nnunet_dirs, tmp_path):
     src = _physionet_subset(physionet_dir, tmp_path / "ctich3")
     ds = convert_physionet(src, 598, "CTICH3", nnunet_dirs["nnUNet_raw"], progress=False)
-    assert json.loads((ds / "dataset.json").read_text())["numTraining"] == 3
+    assert json.loads((ds / "dataset.json").read_text(encoding="utf-8"))["numTraining"] == 3
     _plan_and_preprocess(598)
     pre = nnunet_dirs["nnUNet_preprocessed"] / ds.name
     assert (pre / "nnUNetPlans.json").is_file()
     dest = install_splits(598)
     assert dest == pre / "splits_final.json"
-    assert json.loads(dest.read_text()) == json.loads((ds / "splits_final.json").read_text())
+    assert json.loads(dest.read_text(encoding="utf-8")) == json.loads((ds / "splits_final.json").read_text(encoding="utf-8"))
 
 
 @pytest.mark.slow
@@ -81,5 +81,5 @@ def test_mixed_formats_with_reorientation_pass_nnunet_verification(nnunet_dirs, 
     manifest = write_manifest(tmp_path / "m.csv", rows)
     ds = convert_multisite(manifest, 599, "Mixed", nnunet_dirs["nnUNet_raw"], reorient="RAS", num_workers=2,
                            progress=False)
-    assert json.loads((ds / "dataset.json").read_text())["numTraining"] == 5
+    assert json.loads((ds / "dataset.json").read_text(encoding="utf-8"))["numTraining"] == 5
     _plan_and_preprocess(599, "--no_pp")  # verification, fingerprint and plans; preprocessing is tested above

@@ -70,7 +70,7 @@ def test_mini_release_all_cohort(tmp_path):
     assert_same_image(src / "ct_scans" / "049.nii", ds / "imagesTr" / "049_0000.nii.gz")
     assert_same_image(src / "masks" / "049.nii", ds / "labelsTr" / "049.nii.gz")
     assert all(not r["notes"] for r in read_rows(ds / "conversion_report.csv"))
-    dj = json.loads((ds / "dataset.json").read_text())
+    dj = json.loads((ds / "dataset.json").read_text(encoding="utf-8"))
     assert dj["nnunet_iph_conversion"]["options"]["cohort"] == "all" and "Hssayeni" in dj["reference"]
     assert_no_partial_output(ds)
 
@@ -118,7 +118,7 @@ def _table_flags(csv_path: Path) -> dict[str, dict[str, int]]:
     out: dict[str, dict[str, int]] = {}
     names = {"Intraventricular": "ivh", "Intraparenchymal": "iph", "Subarachnoid": "sah", "Epidural": "edh",
              "Subdural": "sdh", "Fracture_Yes_No": "fracture"}
-    with open(csv_path, newline="") as fh:
+    with open(csv_path, newline="", encoding="utf-8") as fh:
         for row in csv.DictReader(fh):
             d = out.setdefault(f"{int(row['PatientNumber']):03d}", {v: 0 for v in names.values()} | {"n": 0, "h": 0})
             for col, short in names.items():
@@ -141,7 +141,7 @@ def _provenance_volumes(md: Path) -> dict[str, float]:
 def test_real_physionet_all_cohort(physionet_dir, tmp_path):
     ds = convert_physionet(physionet_dir, 596, "CTICH", tmp_path / "raw", num_workers=2, progress=False)
     cases = {r["case_id"]: r for r in read_rows(ds / "cases.csv")}
-    assert len(cases) == 75 and json.loads((ds / "dataset.json").read_text())["numTraining"] == 75
+    assert len(cases) == 75 and json.loads((ds / "dataset.json").read_text(encoding="utf-8"))["numTraining"] == 75
     assert {r["fate"] for r in read_rows(ds / "conversion_report.csv")} == {"converted"}
     assert all(not r["notes"] for r in read_rows(ds / "conversion_report.csv"))  # masks agree with the table
     for cid in cases:  # byte-identical files: voxels, header, geometry (incl. the sheared sform of 074)
@@ -170,7 +170,7 @@ def test_real_physionet_all_cohort(physionet_dir, tmp_path):
         assert len(prov) == 75
         for cid, v in prov.items():
             assert round(float(cases[cid]["volume_ml"]), 2) == pytest.approx(v, abs=0.006), cid
-    folds = json.loads((ds / "splits_final.json").read_text())
+    folds = json.loads((ds / "splits_final.json").read_text(encoding="utf-8"))
     assert len(folds) == 5 and sorted(c for f in folds for c in f["val"]) == sorted(cases)
 
 

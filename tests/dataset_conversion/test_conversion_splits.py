@@ -79,17 +79,17 @@ def test_converted_splits_and_patient_grouping(tmp_path):
     cases = {r["case_id"]: r for r in read_rows(ds / "cases.csv")}
     test_pat = {r["patient_id"] for r in cases.values() if r["split"] == "test"}
     assert len(test_pat) == 1 and sum(r["split"] == "test" for r in cases.values()) == 2
-    kfold = json.loads((ds / "splits_final.json").read_text())
-    assert kfold == json.loads((ds / "splits_kfold.json").read_text()) and len(kfold) == 3
+    kfold = json.loads((ds / "splits_final.json").read_text(encoding="utf-8"))
+    assert kfold == json.loads((ds / "splits_kfold.json").read_text(encoding="utf-8")) and len(kfold) == 3
     for i, f in enumerate(kfold):
         for c in f["val"]:
             assert cases[c]["fold"] == str(i) and cases[c]["split"] == "train"
         assert not {cases[c]["patient_id"] for c in f["val"]} & {cases[c]["patient_id"] for c in f["train"]}
-    loso = json.loads((ds / "splits_loso.json").read_text())
+    loso = json.loads((ds / "splits_loso.json").read_text(encoding="utf-8"))
     assert len(loso) == 3 and all(len({cases[c]["site"] for c in f["val"]}) == 1 for f in loso)
 
     ds2 = convert_multisite(manifest, 551, "Loso", tmp_path / "raw", split_scheme="loso", progress=False)
-    assert json.loads((ds2 / "splits_final.json").read_text()) == json.loads((ds2 / "splits_loso.json").read_text())
+    assert json.loads((ds2 / "splits_final.json").read_text(encoding="utf-8")) == json.loads((ds2 / "splits_loso.json").read_text(encoding="utf-8"))
     one_site = write_manifest(root / "one.csv", [dict(r, site="A") for r in rows])
     with pytest.raises(ValueError, match="loso.* at least 2 sites"):
         convert_multisite(one_site, 552, "One", tmp_path / "raw", split_scheme="loso", progress=False)
@@ -103,11 +103,11 @@ def test_install_splits(tmp_path, monkeypatch):
     monkeypatch.setenv("nnUNet_preprocessed", str(pre))
     dest = install_splits(553)
     assert dest == pre / "Dataset553_Inst" / "splits_final.json"
-    assert json.loads(dest.read_text()) == json.loads((ds / "splits_final.json").read_text())
+    assert json.loads(dest.read_text(encoding="utf-8")) == json.loads((ds / "splits_final.json").read_text(encoding="utf-8"))
     install_splits("Dataset553_Inst", scheme="loso")
-    assert json.loads(dest.read_text()) == json.loads((ds / "splits_loso.json").read_text())
+    assert json.loads(dest.read_text(encoding="utf-8")) == json.loads((ds / "splits_loso.json").read_text(encoding="utf-8"))
     install_splits(ds, pre, scheme="kfold")
-    assert json.loads(dest.read_text()) == json.loads((ds / "splits_kfold.json").read_text())
+    assert json.loads(dest.read_text(encoding="utf-8")) == json.loads((ds / "splits_kfold.json").read_text(encoding="utf-8"))
     with pytest.raises(FileNotFoundError, match="expected one folder Dataset554_"):
         install_splits(554)
     with pytest.raises(ValueError, match="unknown split scheme"):

@@ -37,8 +37,8 @@ def geom_dataset(nnunet_dirs, tmp_path_factory) -> GeomDataset:
     for plane in GAIN:
         model = results / f"nnUNetTrainerOracle__nnUNetPlans_{plane}__2d"
         (model / "fold_0").mkdir(parents=True, exist_ok=True)
-        (model / "plans.json").write_text((pre / f"nnUNetPlans_{plane}.json").read_text())
-        (model / "dataset.json").write_text((raw / "dataset.json").read_text())
+        (model / "plans.json").write_text((pre / f"nnUNetPlans_{plane}.json").read_text(encoding="utf-8"))
+        (model / "dataset.json").write_text((raw / "dataset.json").read_text(encoding="utf-8"))
         torch.save({"network_weights": {}, "trainer_name": "nnUNetTrainerOracle",
                     "init_args": {"configuration": "2d"}, "inference_allowed_mirroring_axes": (0, 1)},
                    model / "fold_0" / "checkpoint_final.pth")

@@ -35,7 +35,7 @@ def _intensity_from_probability(p1: np.ndarray, gain: float) -> np.ndarray:
 def test_plane_plans_follow_the_direction_matrix(geom_dataset, nnunet_dirs):
     pre = nnunet_dirs["nnUNet_preprocessed"] / geom_dataset.raw.name
     for plane, forward in EXPECTED_FORWARD.items():
-        plans = json.loads((pre / f"nnUNetPlans_{plane}.json").read_text())
+        plans = json.loads((pre / f"nnUNetPlans_{plane}.json").read_text(encoding="utf-8"))
         assert plans["transpose_forward"] == forward, plane
         assert plans["nnunet_iph_plane"]["plane"] == plane
         assert list(plans["configurations"]) == ["2d"]
@@ -106,7 +106,7 @@ def test_volumes_csv_matches_the_known_target(geom_dataset, planes_prediction):
         tgt = sitk.GetArrayFromImage(sitk.ReadImage(str(geom_dataset.raw / "labelsTs" / f"{case}.nii.gz")))
         assert table.loc[case, "n_voxels"] == int(tgt.sum())
         assert table.loc[case, "hemorrhage_ml"] == pytest.approx(tgt.sum() * voxel_ml, abs=1e-3)
-    info = json.loads((planes_prediction / "pipeline.json").read_text())
+    info = json.loads((planes_prediction / "pipeline.json").read_text(encoding="utf-8"))
     assert info["pipeline"] == "planes" and info["timing"]["cases"] == 2
 
 

@@ -35,7 +35,7 @@ def test_env(extra: dict | None = None) -> dict[str, str]:
 
 def run_cli(*args: str, check: bool = True, env: dict | None = None, timeout: float = 1800):
     """A console script of this venv (test trainers findable); ``check``: fail with the output tail on error."""
-    proc = subprocess.run([str(BIN / args[0]), *args[1:]], capture_output=True, text=True, timeout=timeout,
+    proc = subprocess.run([str(BIN / args[0]), *args[1:]], capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=timeout,
                           env=test_env(env))
     if check:
         assert proc.returncode == 0, f"{args} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"

@@ -25,8 +25,8 @@ def test_fine_stage_trained_on_the_coarse_trainers_predictions(cascade_models, m
     assert sorted(p.name.split(".")[0] for p in nxt.iterdir()) == train_cases  # all folds' validation cases
     fold = cascade_models["fine"] / "fold_0"
     assert (fold / "checkpoint_final.pth").is_file()
-    assert json.loads((fold / "validation" / "summary.json").read_text())["metric_per_case"]
-    log = "".join(p.read_text() for p in fold.glob("training_log_*.txt"))
+    assert json.loads((fold / "validation" / "summary.json").read_text(encoding="utf-8"))["metric_per_case"]
+    log = "".join(p.read_text(encoding="utf-8") for p in fold.glob("training_log_*.txt"))
     assert f"coarse stage (argmax) from {COARSE_TRAINER}" in log
 
 
@@ -48,7 +48,7 @@ def test_prev_stage_predictions_inference_matches_nnunet_iph_predict(cascade_mod
         coarse = sitk.ReadImage(str(out / "members" / f"coarse__{cascade_models['coarse'].name}" / f"{case}.nii.gz"))
         assert np.array_equal(sitk.GetArrayFromImage(coarse),
                               sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "coarse" / f"{case}.nii.gz"))))
-    info = json.loads((out / "pipeline.json").read_text())
+    info = json.loads((out / "pipeline.json").read_text(encoding="utf-8"))
     assert info["coarse"].endswith(cascade_models["coarse"].name)
     assert set(info["timing"]["stages"]) == {"coarse", "fine"}
 
@@ -57,7 +57,7 @@ def test_missing_coarse_fold_stops_fine_training_with_a_clear_message(cascade_mo
     partial = cascade_models["coarse"].parent / f"nnUNetTrainerCoarseOneFold__{CASCADE_PLANS}__2d_coarse"
     if not partial.is_dir():
         shutil.copytree(cascade_models["coarse"], partial)
-        splits = json.loads((multi_dataset.preprocessed / "splits_final.json").read_text())
+        splits = json.loads((multi_dataset.preprocessed / "splits_final.json").read_text(encoding="utf-8"))
         shutil.rmtree(partial / "fold_1")
         for case in splits[1]["val"]:
             (partial / "predicted_next_stage" / "3d_fine" / f"{case}.b2nd").unlink()
@@ -73,7 +73,7 @@ def test_missing_coarse_fold_stops_fine_training_with_a_clear_message(cascade_mo
 def test_missing_fine_preprocessing_is_reported(cascade_models, multi_dataset):
     from nnunet_iph.planning.cascade import check_coarse_outputs
 
-    plans = json.loads((multi_dataset.preprocessed / f"{CASCADE_PLANS}.json").read_text())
+    plans = json.loads((multi_dataset.preprocessed / f"{CASCADE_PLANS}.json").read_text(encoding="utf-8"))
     plans["configurations"]["3d_fine"]["data_identifier"] = "nnUNetPlans_not_preprocessed"
     with pytest.raises(FileNotFoundError, match="not preprocessed.*BEFORE the coarse"):
         check_coarse_outputs(MULTI_ID, plans, "3d_fine", "nnUNetTrainerCoarseOneFold", ["sub0001", "zzz_unknown"])
@@ -82,7 +82,7 @@ def test_missing_fine_preprocessing_is_reported(cascade_models, multi_dataset):
 def test_probability_variant_needs_npz_then_trains_and_predicts(cascade_models, multi_dataset, tmp_path):
     from nnunet_iph.planning.cascade import PROBABILITY_LEVELS, check_coarse_outputs
 
-    plans = json.loads((multi_dataset.preprocessed / f"{CASCADE_PLANS}.json").read_text())
+    plans = json.loads((multi_dataset.preprocessed / f"{CASCADE_PLANS}.json").read_text(encoding="utf-8"))
     nonpz = cascade_models["coarse"].parent / f"nnUNetTrainerCoarseNoNpz__{CASCADE_PLANS}__2d_coarse"
     if not nonpz.is_dir():
         shutil.copytree(cascade_models["coarse"], nonpz, ignore=shutil.ignore_patterns("*.npz"))

@@ -77,6 +77,6 @@ def test_cascade_plans_need_the_source_configurations(nnunet_dirs):
     with pytest.raises(ValueError, match="no configuration.*3d_fullres.*2D fine stage"):
         write_cascade_plans(563)
     path = write_cascade_plans(563, CascadeLayout(fine_3d=None, fine_2d="2d_fine"), coarse_trainer="T")
-    cfg = json.loads(path.read_text())["configurations"]
+    cfg = json.loads(path.read_text(encoding="utf-8"))["configurations"]
     assert cfg["2d_coarse"]["next_stage"] == ["2d_fine"]
     assert cfg["2d_fine"] == {"inherits_from": "2d", "previous_stage": "2d_coarse", "previous_stage_trainer": "T"}

@@ -22,7 +22,7 @@ def test_plane_plans_and_preprocessed_data_are_transposed(multi_dataset):
     forward = {"axial": [0, 1, 2], "coronal": [1, 0, 2], "sagittal": [2, 0, 1]}
     shapes = {}
     for plane in PLANES:
-        plans = json.loads((multi_dataset.preprocessed / f"nnUNetPlans_{plane}.json").read_text())
+        plans = json.loads((multi_dataset.preprocessed / f"nnUNetPlans_{plane}.json").read_text(encoding="utf-8"))
         assert plans["transpose_forward"] == forward[plane]
         assert plans["nnunet_iph_plane"]["plane"] == plane
         case = sorted((multi_dataset.preprocessed / f"nnUNetPlans_{plane}_2d").glob("*.pkl"))[0]
@@ -32,7 +32,7 @@ def test_plane_plans_and_preprocessed_data_are_transposed(multi_dataset):
 
 
 def test_cascade_plans_wiring(multi_dataset):
-    plans = json.loads((multi_dataset.preprocessed / "nnUNetPlans_cascade.json").read_text())
+    plans = json.loads((multi_dataset.preprocessed / "nnUNetPlans_cascade.json").read_text(encoding="utf-8"))
     cfg = plans["configurations"]
     assert cfg["2d_coarse"]["next_stage"] == ["3d_fine"] and cfg["2d_coarse"]["inherits_from"] == "2d"
     assert cfg["2d_coarse"]["architecture"]["arch_kwargs"]["width"] == 0.25
@@ -45,10 +45,10 @@ def test_ensemble_cross_validation_of_three_planes(plane_models, multi_dataset):
     proc = run_cli("nnunet-iph", "ensemble", "cv", "-d", D, "--planes", "-tr", PLANE_TRAINER, "--compare")
     out = multi_dataset.results / "ensembles" / (
         "ensemble___" + "___".join(f"{PLANE_TRAINER}__nnUNetPlans_{p}__2d" for p in PLANES) + "___0_1")
-    summary = json.loads((out / "summary.json").read_text())
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
     n_train = len(list((multi_dataset.raw / "labelsTr").glob("*.nii.gz")))
     assert len(summary["metric_per_case"]) == n_train  # all folds in one folder
-    assert json.loads((out / "ensemble.json").read_text())["folds"] == [0, 1]
+    assert json.loads((out / "ensemble.json").read_text(encoding="utf-8"))["folds"] == [0, 1]
     assert "ensemble Dice" in proc.stdout and proc.stdout.count("member ") == 3
 
 
@@ -68,7 +68,7 @@ def test_predict_planes_is_the_mean_of_the_members(plane_models, multi_dataset, 
         assert np.array_equal(sitk.GetArrayFromImage(mask), mean.argmax(0))
         ml = np.prod(mask.GetSpacing()) / 1000 * np.count_nonzero(sitk.GetArrayFromImage(mask))
         assert table.loc[case, "hemorrhage_ml"] == pytest.approx(ml, abs=1e-3)
-    timing = json.loads((out / "pipeline.json").read_text())["timing"]
+    timing = json.loads((out / "pipeline.json").read_text(encoding="utf-8"))["timing"]
     assert 0 <= timing["own_overhead_share"] < 1 and timing["cases"] == len(cases)
 
 
@@ -113,7 +113,7 @@ def test_mismatched_plans_are_refused(plane_models):
     assert proc.returncode == 2 and "both slice along the coronal plane" in proc.stderr
 
     other = _copy_model(plane_models["sagittal"], "nnUNetTrainerOtherLabels")
-    ds = json.loads((other / "dataset.json").read_text())
+    ds = json.loads((other / "dataset.json").read_text(encoding="utf-8"))
     ds["labels"] = {"background": 0, "iph": 1, "ivh": 2}
     (other / "dataset.json").write_text(json.dumps(ds))
     proc = run_cli("nnunet-iph", "ensemble", "cv", "-d", D, "-m", plane_models["axial"].name, other.name,

@@ -149,7 +149,7 @@ def test_postprocess_folder_cli(cv_folders, tmp_path, capsys):
         assert after.GetOrigin() == before.GetOrigin() and after.GetSpacing() == before.GetSpacing()
         a = sitk.GetArrayFromImage(after)
         assert a[1, 25].sum() == 0 and a.sum() == sitk.GetArrayFromImage(before).sum() - 1
-    record = json.loads((out / "postprocessing.json").read_text())
+    record = json.loads((out / "postprocessing.json").read_text(encoding="utf-8"))
     assert record["config"]["min_volume_ml"] == 0.01
     assert main(["postprocess", str(pred), str(tmp_path / "x"), "-q"]) == 2  # no step given
     assert "no post-processing step" in capsys.readouterr().err
@@ -164,13 +164,13 @@ def test_choose_postprocessing(cv_folders, tmp_path):
     result = choose_postprocessing(ref, pred, output_dir=tmp_path / "choice", progress=False)
     assert result.chosen.min_volume_ml or result.chosen.keep_largest
     assert result.best > result.baseline
-    data = json.loads((tmp_path / "choice" / "postprocessing.json").read_text())
+    data = json.loads((tmp_path / "choice" / "postprocessing.json").read_text(encoding="utf-8"))
     assert data["metric"] == "dice" and data["chosen_mean"] == pytest.approx(result.best)
     assert len(data["candidates"]) == 10 and data["steps"]
     cases = pd.read_csv(tmp_path / "choice" / "postprocessing_cases.csv")
     assert {"dice_before", "dice_after", "hd95_mm_before", "hd95_mm_after"} <= set(cases.columns)
     assert (cases["dice_after"] >= cases["dice_before"]).all()
-    assert "Before / after" in (tmp_path / "choice" / "postprocessing.md").read_text()
+    assert "Before / after" in (tmp_path / "choice" / "postprocessing.md").read_text(encoding="utf-8")
     # the negative case (empty reference) goes from a false positive to a correct negative
     assert cases.set_index("case").loc["case0", "dice_after"] == 1.0
 
@@ -182,7 +182,7 @@ def test_choose_postprocessing(cv_folders, tmp_path):
     # smaller-is-better metric, and the CLI applying its choice
     assert main(["choose-postprocessing", str(ref), str(pred), "-o", str(tmp_path / "c2"), "--metric", "hd95_mm",
                  "--apply-to", str(tmp_path / "applied"), "--num-workers", "1", "-q"]) == 0
-    chosen = json.loads((tmp_path / "c2" / "postprocessing.json").read_text())
+    chosen = json.loads((tmp_path / "c2" / "postprocessing.json").read_text(encoding="utf-8"))
     assert chosen["higher_is_better"] is False and chosen["chosen_mean"] <= chosen["baseline_mean"]
     assert (tmp_path / "applied" / "case1.nii.gz").is_file()
     with pytest.raises(ValueError, match="metric"):

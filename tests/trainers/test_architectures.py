@@ -159,7 +159,7 @@ def test_train_and_predict_through_nnunet_cli(name, phantom_dataset, tmp_path):
             timeout=1800)
     fold = phantom_dataset.results / f"{trainer}__nnUNetPlans__2d" / "fold_0"
     assert (fold / "checkpoint_final.pth").is_file()
-    summary = json.loads((fold / "validation" / "summary.json").read_text())
+    summary = json.loads((fold / "validation" / "summary.json").read_text(encoding="utf-8"))
     assert len(summary["metric_per_case"]) >= 1
     checkpoint = torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)
     assert checkpoint["trainer_name"] == trainer

@@ -38,7 +38,7 @@ def test_nnunet_finds_trainers_through_the_shim(monkeypatch):
             "    c = find(n)\n"
             "    print(n, c.__module__)\n")
     env = {**os.environ, **nnunet_env()}
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd="/")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, encoding="utf-8", errors="replace", env=env, cwd="/")
     assert proc.returncode == 0, proc.stderr
     for name in ("nnUNetTrainerFocalDice", "nnUNetTrainerFocalDice_2ep_5it", "nnUNetTrainer_2ep_5it"):
         assert f"{name} nnunet_iph.trainers" in proc.stdout, proc.stdout
