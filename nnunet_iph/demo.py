@@ -1,31 +1,32 @@
 """``nnunet-iph demo``: the main job end to end on CPU, on a generated phantom cohort.
 
-phantom -> multi-site conversion -> nnU-Net plan + preprocess (2d) -> train nnU-Net's default
-trainer and ours briefly -> predict held-out subjects -> evaluate (nnU-Net summary.json) ->
-``nnunet-iph analyze`` (surface metrics, statistics, figures) -> Markdown report with a Dice
-table and overlay figures. Every nnU-Net step runs through its real console script, so the
-demo exercises exactly what a user types. Re-running reuses finished steps (trained folds,
-the phantom) and is safe after an interruption.
+phantom -> multi-site conversion -> nnU-Net plan + preprocess (2d, plus per-plane and cascade
+plans) -> train single 2D models (nnU-Net's default trainer, focal + Dice, an architecture), the
+three plane models of a 2.5D ensemble and a coarse-to-fine cascade -> predict the held-out
+subjects -> evaluate (nnU-Net summary.json) -> ``nnunet-iph analyze`` (surface metrics,
+statistics, figures) -> Markdown report. Every step runs through a real console script, so the
+demo exercises exactly what a user types. Re-running reuses finished steps (trained folds, the
+phantom, predictions) and is safe after an interruption.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import platform
 import time
 from dataclasses import asdict, dataclass
-from importlib.metadata import version
 from pathlib import Path
 
 from tqdm import tqdm
 
 from nnunet_iph.environment import apply_nnunet_env
-from nnunet_iph.imageio import write_text
+from nnunet_iph.imageio import write_json
 from nnunet_iph.nnunet_cli import run_logged
 
 DATASET_ID = 501
 DATASET_NAME = "IPHPhantom"
+PLANES = ("axial", "coronal", "sagittal")
+NARROW_CONFIGURATION = "2d_narrow"  # the 2d plan with our networks at a CPU-sized width
 
 
 @dataclass(frozen=True)
@@ -35,157 +36,194 @@ class DemoSettings:
     size: str
     epochs: int
     iterations: int
-    trainers: tuple[str, ...] = ("nnUNetTrainer", "nnUNetTrainerFocalDice")
+    trainers: tuple[str, ...] = ("nnUNetTrainer", "nnUNetTrainerFocalDice")  # single models, 2d
+    architectures: tuple[str, ...] = ()  # architecture trainers, on the 2d plan at ``width``
+    width: float = 0.25  # our architectures' channel multiplier (``width`` in the plans)
+    batch_size: int = 8
+    planes_trainer: str | None = None  # 2.5D: this trainer on the axial, coronal and sagittal plans
+    cascade: bool = False  # 2D DenseNet coarse stage (all folds) -> 2D fine stage
+    folds: int = 2
     test_fraction: float = 0.25
     seed: int = 0
 
     def schedule_name(self, trainer: str) -> str:
-        return f"{trainer}_{self.epochs}ep_{self.iterations}it"
+        """Short schedule, no mirroring at validation/prediction (the CPU budget's biggest saving)."""
+        return f"{trainer}_{self.epochs}ep_{self.iterations}it_noTTA"
 
 
 QUICK = DemoSettings(subjects=8, sites=2, size="tiny", epochs=3, iterations=8)
-DEFAULT = DemoSettings(subjects=16, sites=3, size="tiny", epochs=12, iterations=15)
+DEFAULT = DemoSettings(subjects=16, sites=3, size="tiny", epochs=10, iterations=15,
+                       architectures=("nnUNetTrainerFPN",), planes_trainer="nnUNetTrainerFocalDice", cascade=True)
+
+
+@dataclass(frozen=True)
+class Training:
+    trainer: str
+    plans: str
+    configuration: str
+    fold: int = 0
+
+    def folder(self, results: Path) -> Path:
+        return results / f"{self.trainer}__{self.plans}__{self.configuration}" / f"fold_{self.fold}"
+
+    @property
+    def step(self) -> str:
+        return f"train {self.trainer} {self.plans} {self.configuration} fold {self.fold}"
+
+
+@dataclass(frozen=True)
+class DemoModel:
+    """One row of the report: the trainings it needs and the command predicting the test set."""
+    label: str
+    kind: str
+    trainings: tuple[Training, ...]
+    predict: tuple[str, ...]  # command; ``{out}`` and ``{images}`` are filled in
+
+
+def demo_models(settings: DemoSettings) -> list[DemoModel]:
+    cpu = ("-device", "cpu", "-npp", "0", "-nps", "0", "--disable_tta")
+    single = [("nnUNetPlans", "2d", t, "single model") for t in settings.trainers]
+    single += [("nnUNetPlans", NARROW_CONFIGURATION, t, f"architecture, width {settings.width:g}")
+               for t in settings.architectures]
+    models = [DemoModel(t, kind, (Training(settings.schedule_name(t), plans, config),),
+                        ("nnUNetv2_predict", "-i", "{images}", "-o", "{out}", "-d", str(DATASET_ID), "-c", config,
+                         "-p", plans, "-f", "0", "-tr", settings.schedule_name(t), *cpu))
+              for plans, config, t, kind in single]
+    if settings.planes_trainer:
+        name = settings.schedule_name(settings.planes_trainer)
+        models.append(DemoModel(f"2.5D-{settings.planes_trainer}", "2.5D ensemble (axial + coronal + sagittal)",
+                                tuple(Training(name, f"nnUNetPlans_{p}", "2d") for p in PLANES),
+                                ("nnunet-iph", "predict", "--pipeline", "planes", "-d", str(DATASET_ID), "-tr", name,
+                                 "-f", "0", "-i", "{images}", "-o", "{out}", "--device", "cpu", "--disable-tta")))
+    if settings.cascade:
+        coarse = settings.schedule_name("nnUNetTrainerDenseNetCoarse")
+        fine = settings.schedule_name("nnUNetTrainerCascadeFine")
+        models.append(DemoModel(
+            "cascade-DenseNetCoarse-CascadeFine", f"cascade: DenseNet coarse (width {settings.width:g}, all folds) -> 2D fine",
+            (*(Training(coarse, "nnUNetPlans_cascade", "2d_coarse", f) for f in range(settings.folds)),
+             Training(fine, "nnUNetPlans_cascade", "2d_fine")),
+            ("nnunet-iph", "predict", "--pipeline", "cascade", "-d", str(DATASET_ID), "-m",
+             f"{fine}__nnUNetPlans_cascade__2d_fine", "-i", "{images}", "-o", "{out}", "--device", "cpu",
+             "--disable-tta")))
+    return models
+
+
+def cpu_sized_plans(settings: DemoSettings) -> None:
+    """Shrink every plans file of the demo dataset to the CPU budget: batch ``settings.batch_size``,
+    nnU-Net's feature widths halved, and a ``2d_narrow`` configuration for our architecture
+    trainers at ``settings.width``. Applied to all models alike; preprocessing is unaffected
+    (patch size and spacing stay), so no data is redone. Idempotent (a marker in each file)."""
+    from copy import deepcopy
+
+    from nnunet_iph.planning.common import preprocessed_dir, save_plans
+
+    marker = {"batch_size": settings.batch_size, "feature_factor": 0.5, "width": settings.width}
+    for path in sorted(preprocessed_dir(DATASET_ID).glob("nnUNetPlans*.json")):
+        plans = json.loads(path.read_text(encoding="utf-8"))
+        if plans.get("nnunet_iph_demo_cpu_sized") == marker:
+            continue
+        for config in plans["configurations"].values():
+            if "batch_size" in config:
+                config["batch_size"] = settings.batch_size
+            kwargs = config.get("architecture", {}).get("arch_kwargs", {})
+            if "features_per_stage" in kwargs:
+                kwargs["features_per_stage"] = [max(8, f // 2) for f in kwargs["features_per_stage"]]
+        if "2d" in plans["configurations"] and path.stem == "nnUNetPlans":
+            architecture = deepcopy(plans["configurations"]["2d"]["architecture"])
+            architecture["arch_kwargs"]["width"] = settings.width
+            plans["configurations"][NARROW_CONFIGURATION] = {"inherits_from": "2d", "architecture": architecture}
+        plans["nnunet_iph_demo_cpu_sized"] = marker
+        save_plans(plans, path)
 
 
 def run_demo(workdir: str | Path, settings: DemoSettings = DEFAULT, progress: bool = True) -> Path:
     """Run every step and return the path of ``report.md``."""
     from nnunet_iph.dataset_conversion import convert_multisite, install_splits
+    from nnunet_iph.demo_report import write_report
     from nnunet_iph.phantom import PhantomConfig, generate_cohort
 
     workdir = Path(workdir).resolve()
     env = apply_nnunet_env(workdir)
-    os.environ.setdefault("nnUNet_n_proc_DA", "2")
-    os.environ.setdefault("nnUNet_def_n_proc", "2")
-    os.environ.setdefault("nnUNet_compile", "f")
+    # tiny models: worker processes (each importing torch) cost more than they save
+    os.environ.update(nnUNet_n_proc_DA="0", nnUNet_def_n_proc="1", nnUNet_compile="f")
     logs = workdir / "logs"
-    dataset = f"Dataset{DATASET_ID:03d}_{DATASET_NAME}"
-    results = Path(env["nnUNet_results"]) / dataset
-    timings: dict[str, float] = {}
-    steps = ["phantom", "convert", "plan_and_preprocess",
-             *[f"train {t}" for t in settings.trainers], *[f"predict {t}" for t in settings.trainers],
+    results = Path(env["nnUNet_results"]) / f"Dataset{DATASET_ID:03d}_{DATASET_NAME}"
+    models = demo_models(settings)
+    trainings = list(dict.fromkeys(t for m in models for t in m.trainings))  # fine stage after its coarse folds
+    steps = ["phantom", "convert", "plan", *[t.step for t in trainings], *[f"predict {m.label}" for m in models],
              "analyze", "report"]
+    timings_file = workdir / "timings.json"  # a re-run reports the times of the steps it reuses
+    timings: dict[str, float] = json.loads(timings_file.read_text(encoding="utf-8")) if timings_file.is_file() else {}
     bar = tqdm(steps, desc="demo", unit="step", disable=not progress)
 
-    def step(name: str):
-        bar.set_postfix_str(name)
-        return time.perf_counter()
+    def timed(name: str, fn, *args, **kwargs):
+        bar.set_postfix_str(name[:60])
+        start = time.perf_counter()
+        out = fn(*args, **kwargs)
+        timings[name] = time.perf_counter() - start
+        write_json(timings, timings_file)
+        bar.update()
+        return out
 
-    t = step("phantom")
+    def reused(name: str) -> None:
+        timings.setdefault(name, 0.0)
+        bar.update()
+
     manifest = workdir / "phantom" / "manifest.csv"
-    if not manifest.is_file():
-        manifest = generate_cohort(workdir / "phantom", PhantomConfig(
+    if manifest.is_file():
+        reused("phantom")
+    else:
+        manifest = timed("phantom", generate_cohort, workdir / "phantom", PhantomConfig(
             n_subjects=settings.subjects, n_sites=settings.sites, size=settings.size, seed=settings.seed),
             progress=False)
-    timings["phantom"] = time.perf_counter() - t
-    bar.update()
+    raw = timed("convert", convert_multisite, manifest, DATASET_ID, DATASET_NAME, env["nnUNet_raw"],
+                test_fraction=settings.test_fraction, seed=settings.seed, num_folds=settings.folds)
 
-    t = step("convert")
-    raw = convert_multisite(manifest, DATASET_ID, DATASET_NAME, env["nnUNet_raw"],
-                            test_fraction=settings.test_fraction, seed=settings.seed)
-    timings["convert"] = time.perf_counter() - t
-    bar.update()
+    def plan() -> None:
+        run_logged(["nnUNetv2_plan_and_preprocess", "-d", str(DATASET_ID), "-c", "2d", "-np", "2"],
+                   logs / "plan_and_preprocess.log")
+        install_splits(raw)  # site-stratified patient folds instead of nnU-Net's random ones
+        extra = ["--planes"] if settings.planes_trainer else []
+        if settings.cascade:
+            extra += ["--cascade", "--fine", "2d", "--coarse-trainer", settings.schedule_name(
+                "nnUNetTrainerDenseNetCoarse"), "--coarse-arch-kwargs", f'{{"width": {settings.width}}}']
+        if extra:
+            run_logged(["nnunet-iph", "plan", "-d", str(DATASET_ID), *extra], logs / "plan_planes_cascade.log")
+        cpu_sized_plans(settings)
 
-    t = step("plan_and_preprocess")
-    run_logged(["nnUNetv2_plan_and_preprocess", "-d", str(DATASET_ID), "-c", "2d", "-np", "2",
-                "--verify_dataset_integrity"], logs / "plan_and_preprocess.log")
-    install_splits(raw)  # site-stratified patient folds instead of nnU-Net's random ones
-    timings["plan_and_preprocess"] = time.perf_counter() - t
-    bar.update()
-
-    for trainer in settings.trainers:
-        name = settings.schedule_name(trainer)
-        t = step(f"train {name}")
-        if not (results / f"{name}__nnUNetPlans__2d" / "fold_0" / "checkpoint_final.pth").is_file():
-            run_logged(["nnUNetv2_train", str(DATASET_ID), "2d", "0", "-tr", name, "-device", "cpu"],
-                       logs / f"train_{name}.log")
-        timings[f"train {name}"] = time.perf_counter() - t
-        bar.update()
+    plan_stamp = workdir / "plan_done.json"  # re-planning would overwrite the CPU-sized plans
+    planned = {"settings": asdict(settings), "models": [m.label for m in models]}
+    if plan_stamp.is_file() and json.loads(plan_stamp.read_text(encoding="utf-8")) == planned:
+        reused("plan")
+    else:
+        timed("plan", plan)
+        write_json(planned, plan_stamp)
+    for t in trainings:
+        if (t.folder(results) / "checkpoint_final.pth").is_file():
+            reused(t.step)
+        else:
+            timed(t.step, run_logged, ["nnUNetv2_train", str(DATASET_ID), t.configuration, str(t.fold), "-tr",
+                                     t.trainer, "-p", t.plans, "-device", "cpu"],
+                  logs / f"train_{t.trainer}_{t.plans}_{t.configuration}_{t.fold}.log")
 
     predictions = workdir / "predictions"
-    for trainer in settings.trainers:
-        name = settings.schedule_name(trainer)
-        t = step(f"predict {name}")
-        out = predictions / name
-        run_logged(["nnUNetv2_predict", "-i", str(raw / "imagesTs"), "-o", str(out), "-d", str(DATASET_ID),
-                    "-c", "2d", "-f", "0", "-tr", name, "-device", "cpu", "-npp", "0", "-nps", "0",
-                    "--disable_tta"], logs / f"predict_{name}.log")
-        run_logged(["nnUNetv2_evaluate_simple", str(raw / "labelsTs"), str(out), "-l", "1", "-np", "1",
-                    "-o", str(out / "summary.json")], logs / f"evaluate_{name}.log")
-        timings[f"predict {name}"] = time.perf_counter() - t
-        bar.update()
+    for i, m in enumerate(models):
+        out = predictions / f"model{i}"
+        fill = {"{images}": str(raw / "imagesTs"), "{out}": str(out)}
 
-    t = step("analyze")
+        def predict() -> None:
+            run_logged([fill.get(a, a) for a in m.predict], logs / f"predict_model{i}.log")
+            run_logged(["nnUNetv2_evaluate_simple", str(raw / "labelsTs"), str(out), "-l", "1", "-np", "1",
+                        "-o", str(out / "summary.json")], logs / f"evaluate_model{i}.log")
+
+        timed(f"predict {m.label}", predict)
+
     analysis = workdir / "analysis"
-    run_logged(["nnunet-iph", "analyze", "--cases", str(raw / "cases.csv"), "--test-labels", str(raw / "labelsTs"),
-                "--test-images", str(raw / "imagesTs"), "-o", str(analysis), "--seed", str(settings.seed),
-                "--n-boot", "1000",
-                *[a for t in settings.trainers for a in ("--predictions", f"{settings.schedule_name(t)}="
-                                                         f"{predictions / settings.schedule_name(t)}")]],
-               logs / "analyze.log")
-    timings["analyze"] = time.perf_counter() - t
-    bar.update()
-
-    t = step("report")
-    report = write_report(workdir, raw, predictions, settings, timings)
-    timings["report"] = time.perf_counter() - t
-    bar.update()
+    timed("analyze", run_logged, [
+        "nnunet-iph", "analyze", "--cases", str(raw / "cases.csv"), "--test-labels", str(raw / "labelsTs"),
+        "--test-images", str(raw / "imagesTs"), "-o", str(analysis), "--seed", str(settings.seed), "--n-boot", "1000",
+        *[a for i, m in enumerate(models) for a in ("--predictions", f"{m.label}={predictions / f'model{i}'}")]],
+        logs / "analyze.log")
+    report = timed("report", write_report, workdir, raw, predictions, settings, models, results, timings)
     bar.close()
     return report
-
-
-def _versions() -> dict[str, str]:
-    pkgs = ("nnunet-iph", "nnunetv2", "torch", "SimpleITK", "numpy")
-    return {"python": platform.python_version(), **{p: version(p) for p in pkgs}}
-
-
-def write_report(workdir: Path, raw: Path, predictions: Path, settings: DemoSettings,
-                 timings: dict[str, float]) -> Path:
-    """Markdown report: test-set Dice per trainer, per-case table, overlays, settings, versions."""
-    import SimpleITK as sitk
-
-    from nnunet_iph.analysis.figures import overlay_png
-
-    figures = workdir / "report_figures"
-    rows, per_case, images = [], {}, []
-    for trainer in settings.trainers:
-        name = settings.schedule_name(trainer)
-        summary = json.loads((predictions / name / "summary.json").read_text(encoding="utf-8"))
-        per_case[name] = {Path(c["reference_file"]).name.removesuffix(".nii.gz"): c["metrics"]["1"]["Dice"]
-                          for c in summary["metric_per_case"]}
-        rows.append((name, summary["foreground_mean"]["Dice"], timings[f"train {name}"]))
-    cases = sorted(next(iter(per_case.values())))
-    # the test case with the largest reference hemorrhage, shown for every trainer
-    volumes = {c: int(sitk.GetArrayViewFromImage(sitk.ReadImage(str(raw / "labelsTs" / f"{c}.nii.gz"))).sum())
-               for c in cases}
-    shown = max(volumes, key=volumes.get)
-    ct = sitk.GetArrayFromImage(sitk.ReadImage(str(raw / "imagesTs" / f"{shown}_0000.nii.gz")))
-    ref = sitk.GetArrayFromImage(sitk.ReadImage(str(raw / "labelsTs" / f"{shown}.nii.gz")))
-    for name in per_case:
-        pred = sitk.GetArrayFromImage(sitk.ReadImage(str(predictions / name / f"{shown}.nii.gz")))
-        png = overlay_png(ct, ref, pred, figures / f"overlay_{name}.png",
-                          title=f"{name}: {shown} (Dice {per_case[name][shown]:.3f})")
-        images.append(png)
-
-    lines = ["# nnunet-iph demo report", "",
-             f"Synthetic multi-site head-CT phantom: {settings.subjects} subjects, {settings.sites} sites, "
-             f"size `{settings.size}`, seed {settings.seed}; {len(cases)} held-out test cases. "
-             f"nnU-Net `2d` configuration, fold 0, {settings.epochs} epochs x {settings.iterations} "
-             "iterations, CPU, test-time mirroring off.", "",
-             "## Test-set Dice (hemorrhage, nnU-Net `summary.json`)", "",
-             "| trainer | mean Dice | training time (s) |", "|---|---|---|"]
-    lines += [f"| `{n}` | {d:.3f} | {s:.0f} |" for n, d, s in rows]
-    lines += ["", "Per case:", "", "| case | ref voxels | " + " | ".join(f"`{n}`" for n in per_case) + " |",
-              "|---|---|" + "---|" * len(per_case)]
-    lines += [f"| {c} | {volumes[c]} | " + " | ".join(f"{per_case[n][c]:.3f}" for n in per_case) + " |"
-              for c in cases]
-    lines += ["", f"## Overlays (case `{shown}`; green = true positive, red = false positive, "
-              "blue = false negative)", ""]
-    lines += [f"![{p.stem}]({p.relative_to(workdir)})" for p in images]
-    lines += ["", "## Statistics across trainers and sites",
-              "", "Surface distances, volumes, per-site results, paired tests and figures: "
-              "[analysis/report.md](analysis/report.md) (all numbers in `analysis/results.json`).",
-              "", "## Reproducibility", "", "```json",
-              json.dumps({"settings": asdict(settings), "versions": _versions(),
-                          "wall_time_s": {k: round(v, 1) for k, v in timings.items()}}, indent=2),
-              "```", ""]
-    return write_text("\n".join(lines), workdir / "report.md")

@@ -3,7 +3,10 @@
 ``<Base>_<E>ep_<I>it`` (for instance ``nnUNetTrainerFocalDice_2ep_5it`` or nnU-Net's own
 ``nnUNetTrainer_20ep_25it``) is ``<Base>`` with E epochs of I training iterations and
 ``max(1, I // 5)`` validation iterations, and checkpoints written atomically
-(:mod:`~nnunet_iph.trainers.checkpointing`). The class is created on first lookup and cached on
+(:mod:`~nnunet_iph.trainers.checkpointing`). The suffix ``_noTTA``
+(``nnUNetTrainer_20ep_25it_noTTA``) also switches off mirroring at inference: nnU-Net's final
+validation mirrors every patch 4x (2D) / 8x (3D), which dominates a short CPU run; the choice is
+stored in the checkpoint, so predictions of that model are unmirrored too (as ``--disable_tta``). The class is created on first lookup and cached on
 :mod:`nnunet_iph.trainers`, so nnU-Net's name lookup at train and predict time and pickling
 all find the same object.
 """
@@ -18,14 +21,14 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from nnunet_iph.trainers.checkpointing import AtomicCheckpoints
 
-SCHEDULE_NAME = re.compile(r"^(?P<base>nnUNetTrainer\w*?)_(?P<epochs>\d+)ep_(?P<iters>\d+)it$")
+SCHEDULE_NAME = re.compile(r"^(?P<base>nnUNetTrainer\w*?)_(?P<epochs>\d+)ep_(?P<iters>\d+)it(?P<no_tta>_noTTA)?$")
 
 
 def make_schedule_variant(base: type[nnUNetTrainer], epochs: int, iterations: int,
-                          module: str) -> type[nnUNetTrainer]:
+                          module: str, no_tta: bool = False) -> type[nnUNetTrainer]:
     if epochs < 1 or iterations < 1:
         raise ValueError(f"a schedule needs >= 1 epoch and >= 1 iteration, got {epochs}ep_{iterations}it")
-    name = f"{base.__name__}_{epochs}ep_{iterations}it"
+    name = f"{base.__name__}_{epochs}ep_{iterations}it" + ("_noTTA" if no_tta else "")
 
     # nnU-Net records __init__'s parameters by name (my_init_kwargs): keep its exact signature
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
@@ -35,10 +38,20 @@ def make_schedule_variant(base: type[nnUNetTrainer], epochs: int, iterations: in
         self.num_iterations_per_epoch = iterations
         self.num_val_iterations_per_epoch = max(1, iterations // 5)
 
-    doc = f"{base.__name__} for {epochs} epochs x {iterations} iterations (short schedule)."
+    def configure_rotation_dummyDA_mirroring_and_inital_patch_size(self):
+        # training augmentation keeps its mirroring; only inference (validation, prediction) loses it
+        out = base.configure_rotation_dummyDA_mirroring_and_inital_patch_size(self)
+        self.inference_allowed_mirroring_axes = None
+        return out
+
+    doc = (f"{base.__name__} for {epochs} epochs x {iterations} iterations (short schedule)"
+           + (", no mirroring at validation/inference." if no_tta else "."))
     bases = (base,) if issubclass(base, AtomicCheckpoints) else (AtomicCheckpoints, base)
-    return type(name, bases, {"__init__": __init__, "__module__": module, "__qualname__": name,
-                                "__doc__": doc})
+    members = {"__init__": __init__, "__module__": module, "__qualname__": name, "__doc__": doc}
+    if no_tta:
+        members["configure_rotation_dummyDA_mirroring_and_inital_patch_size"] = \
+            configure_rotation_dummyDA_mirroring_and_inital_patch_size
+    return type(name, bases, members)
 
 
 def resolve_schedule_name(name: str, bases: Mapping[str, type[nnUNetTrainer]],
@@ -50,4 +63,5 @@ def resolve_schedule_name(name: str, bases: Mapping[str, type[nnUNetTrainer]],
     base = {**bases, "nnUNetTrainer": nnUNetTrainer}.get(match["base"])
     if base is None:
         return None
-    return make_schedule_variant(base, int(match["epochs"]), int(match["iters"]), module)
+    return make_schedule_variant(base, int(match["epochs"]), int(match["iters"]), module,
+                                 no_tta=match["no_tta"] is not None)

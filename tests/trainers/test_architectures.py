@@ -149,6 +149,17 @@ def test_adam_variant_uses_the_paper_hyperparameters(trainer_dirs):
     assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(5e-5)
 
 
+def test_noTTA_schedule_keeps_training_mirroring_but_not_inference_mirroring(trainer_dirs):
+    plain = _initialized_trainer(trainers.nnUNetTrainerFPN_2ep_3it)
+    fast = _initialized_trainer(trainers.nnUNetTrainerFPN_2ep_3it_noTTA)
+    assert fast.num_epochs == 2 and fast.num_iterations_per_epoch == 3
+    # nnU-Net calls this in on_train_start; [3] = mirror axes of the training augmentation
+    assert plain.configure_rotation_dummyDA_mirroring_and_inital_patch_size()[3] == (0, 1)
+    assert fast.configure_rotation_dummyDA_mirroring_and_inital_patch_size()[3] == (0, 1)
+    assert plain.inference_allowed_mirroring_axes == (0, 1)
+    assert fast.inference_allowed_mirroring_axes is None  # stored in the checkpoint -> predictions unmirrored
+
+
 # ---- end to end through nnU-Net's CLIs on the phantom ----------------------------------------------
 
 @pytest.mark.slow
