@@ -31,28 +31,35 @@ NARROW_CONFIGURATION = "2d_narrow"  # the 2d plan with our networks at a CPU-siz
 
 @dataclass(frozen=True)
 class DemoSettings:
+    """Two budgets: the single models of ``trainers`` are compared with ``epochs`` x ``iterations``;
+    the showcase (an architecture, a 2.5D ensemble, a cascade: 8 more trainings) runs the
+    ``showcase_*`` schedule, enough to exercise the machinery on CPU, not to compare it."""
     subjects: int
     sites: int
     size: str
     epochs: int
     iterations: int
-    trainers: tuple[str, ...] = ("nnUNetTrainer", "nnUNetTrainerFocalDice")  # single models, 2d
-    architectures: tuple[str, ...] = ()  # architecture trainers, on the 2d plan at ``width``
-    width: float = 0.25  # our architectures' channel multiplier (``width`` in the plans)
+    trainers: tuple[str, ...] = ("nnUNetTrainer", "nnUNetTrainerFocalDice")  # compared, nnU-Net's 2d plan
+    architectures: tuple[str, ...] = ()  # showcase: architecture trainers at ``width``
+    planes_trainer: str | None = None  # showcase: this trainer on the axial, coronal and sagittal plans
+    cascade: bool = False  # showcase: 2D DenseNet coarse stage (all folds) -> 2D fine stage
+    showcase_epochs: int = 2
+    showcase_iterations: int = 10
+    width: float = 0.125  # our architectures' channel multiplier (``width`` in the plans)
     batch_size: int = 8
-    planes_trainer: str | None = None  # 2.5D: this trainer on the axial, coronal and sagittal plans
-    cascade: bool = False  # 2D DenseNet coarse stage (all folds) -> 2D fine stage
     folds: int = 2
     test_fraction: float = 0.25
     seed: int = 0
 
-    def schedule_name(self, trainer: str) -> str:
+    def schedule_name(self, trainer: str, showcase: bool = False) -> str:
         """Short schedule, no mirroring at validation/prediction (the CPU budget's biggest saving)."""
-        return f"{trainer}_{self.epochs}ep_{self.iterations}it_noTTA"
+        epochs, iterations = ((self.showcase_epochs, self.showcase_iterations) if showcase
+                              else (self.epochs, self.iterations))
+        return f"{trainer}_{epochs}ep_{iterations}it_noTTA"
 
 
-QUICK = DemoSettings(subjects=8, sites=2, size="tiny", epochs=3, iterations=8)
-DEFAULT = DemoSettings(subjects=16, sites=3, size="tiny", epochs=10, iterations=15,
+QUICK = DemoSettings(subjects=8, sites=2, size="tiny", epochs=4, iterations=10)
+DEFAULT = DemoSettings(subjects=12, sites=3, size="tiny", epochs=15, iterations=20,
                        architectures=("nnUNetTrainerFPN",), planes_trainer="nnUNetTrainerFocalDice", cascade=True)
 
 
@@ -82,24 +89,24 @@ class DemoModel:
 
 def demo_models(settings: DemoSettings) -> list[DemoModel]:
     cpu = ("-device", "cpu", "-npp", "0", "-nps", "0", "--disable_tta")
-    single = [("nnUNetPlans", "2d", t, "single model") for t in settings.trainers]
-    single += [("nnUNetPlans", NARROW_CONFIGURATION, t, f"architecture, width {settings.width:g}")
-               for t in settings.architectures]
-    models = [DemoModel(t, kind, (Training(settings.schedule_name(t), plans, config),),
+    single = [("2d", settings.schedule_name(t), t, "single model") for t in settings.trainers]
+    single += [(NARROW_CONFIGURATION, settings.schedule_name(t, showcase=True), t,
+                f"showcase: architecture, width {settings.width:g}") for t in settings.architectures]
+    models = [DemoModel(t, kind, (Training(name, "nnUNetPlans", config),),
                         ("nnUNetv2_predict", "-i", "{images}", "-o", "{out}", "-d", str(DATASET_ID), "-c", config,
-                         "-p", plans, "-f", "0", "-tr", settings.schedule_name(t), *cpu))
-              for plans, config, t, kind in single]
+                         "-f", "0", "-tr", name, *cpu))
+              for config, name, t, kind in single]
     if settings.planes_trainer:
-        name = settings.schedule_name(settings.planes_trainer)
-        models.append(DemoModel(f"2.5D-{settings.planes_trainer}", "2.5D ensemble (axial + coronal + sagittal)",
+        name = settings.schedule_name(settings.planes_trainer, showcase=True)
+        models.append(DemoModel(f"2.5D-{settings.planes_trainer}", "showcase: 2.5D ensemble (axial + coronal + sagittal)",
                                 tuple(Training(name, f"nnUNetPlans_{p}", "2d") for p in PLANES),
                                 ("nnunet-iph", "predict", "--pipeline", "planes", "-d", str(DATASET_ID), "-tr", name,
                                  "-f", "0", "-i", "{images}", "-o", "{out}", "--device", "cpu", "--disable-tta")))
     if settings.cascade:
-        coarse = settings.schedule_name("nnUNetTrainerDenseNetCoarse")
-        fine = settings.schedule_name("nnUNetTrainerCascadeFine")
+        coarse = settings.schedule_name("nnUNetTrainerDenseNetCoarse", showcase=True)
+        fine = settings.schedule_name("nnUNetTrainerCascadeFine", showcase=True)
         models.append(DemoModel(
-            "cascade-DenseNetCoarse-CascadeFine", f"cascade: DenseNet coarse (width {settings.width:g}, all folds) -> 2D fine",
+            "cascade-DenseNetCoarse-CascadeFine", f"showcase: cascade, DenseNet coarse (width {settings.width:g}, all folds) -> 2D fine",
             (*(Training(coarse, "nnUNetPlans_cascade", "2d_coarse", f) for f in range(settings.folds)),
              Training(fine, "nnUNetPlans_cascade", "2d_fine")),
             ("nnunet-iph", "predict", "--pipeline", "cascade", "-d", str(DATASET_ID), "-m",
@@ -144,8 +151,13 @@ def run_demo(workdir: str | Path, settings: DemoSettings = DEFAULT, progress: bo
 
     workdir = Path(workdir).resolve()
     env = apply_nnunet_env(workdir)
-    # tiny models: worker processes (each importing torch) cost more than they save
-    os.environ.update(nnUNet_n_proc_DA="0", nnUNet_def_n_proc="1", nnUNet_compile="f")
+    os.environ.setdefault("nnUNet_n_proc_DA", "2")
+    os.environ.setdefault("nnUNet_def_n_proc", "2")
+    os.environ.setdefault("nnUNet_compile", "f")
+    # tiny models: augmentation and export worker processes (each importing torch) cost more than
+    # they save; nnU-Net's planner needs >= 1 DA worker, so only training runs without them
+    # they are also what makes a seeded CPU run repeatable (NNUNET_IPH_SEED, see trainers.schedules)
+    train_env = {"nnUNet_n_proc_DA": "0", "nnUNet_def_n_proc": "1", "NNUNET_IPH_SEED": str(settings.seed)}
     logs = workdir / "logs"
     results = Path(env["nnUNet_results"]) / f"Dataset{DATASET_ID:03d}_{DATASET_NAME}"
     models = demo_models(settings)
@@ -169,6 +181,11 @@ def run_demo(workdir: str | Path, settings: DemoSettings = DEFAULT, progress: bo
         timings.setdefault(name, 0.0)
         bar.update()
 
+    cohort = {k: getattr(settings, k) for k in ("subjects", "sites", "size", "seed", "test_fraction", "folds")}
+    cohort_file = workdir / "cohort.json"
+    if cohort_file.is_file() and json.loads(cohort_file.read_text(encoding="utf-8")) != cohort:
+        raise ValueError(f"{workdir} holds a demo of another cohort ({cohort_file}); use a new --workdir")
+    write_json(cohort, cohort_file)
     manifest = workdir / "phantom" / "manifest.csv"
     if manifest.is_file():
         reused("phantom")
@@ -186,7 +203,7 @@ def run_demo(workdir: str | Path, settings: DemoSettings = DEFAULT, progress: bo
         extra = ["--planes"] if settings.planes_trainer else []
         if settings.cascade:
             extra += ["--cascade", "--fine", "2d", "--coarse-trainer", settings.schedule_name(
-                "nnUNetTrainerDenseNetCoarse"), "--coarse-arch-kwargs", f'{{"width": {settings.width}}}']
+                "nnUNetTrainerDenseNetCoarse", showcase=True), "--coarse-arch-kwargs", f'{{"width": {settings.width}}}']
         if extra:
             run_logged(["nnunet-iph", "plan", "-d", str(DATASET_ID), *extra], logs / "plan_planes_cascade.log")
         cpu_sized_plans(settings)
@@ -204,7 +221,7 @@ def run_demo(workdir: str | Path, settings: DemoSettings = DEFAULT, progress: bo
         else:
             timed(t.step, run_logged, ["nnUNetv2_train", str(DATASET_ID), t.configuration, str(t.fold), "-tr",
                                      t.trainer, "-p", t.plans, "-device", "cpu"],
-                  logs / f"train_{t.trainer}_{t.plans}_{t.configuration}_{t.fold}.log")
+                  logs / f"train_{t.trainer}_{t.plans}_{t.configuration}_{t.fold}.log", env=train_env)
 
     predictions = workdir / "predictions"
     for i, m in enumerate(models):

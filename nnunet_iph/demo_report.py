@@ -46,14 +46,25 @@ def write_report(workdir: Path, raw: Path, predictions: Path, settings: DemoSett
                           title=f"{m.label}: {shown} (Dice {per_case[m.label][shown]:.3f})")
               for i, m in enumerate(models)]
 
-    schedule = settings.schedule_name("<Trainer>")
+    showcase = any(m.kind.startswith("showcase") for m in models)
     lines = ["# nnunet-iph demo report", "",
              f"Synthetic multi-site head-CT phantom: {settings.subjects} subjects, {settings.sites} sites, size "
              f"`{settings.size}`, seed {settings.seed}; {len(cases)} held-out test cases, {settings.folds} "
-             f"patient-level folds (site-stratified). Every model trains fold 0 (the cascade's coarse stage: all "
-             f"folds) with the schedule `{schedule}`: {settings.epochs} epochs x {settings.iterations} iterations "
-             "on CPU, no mirroring at validation or prediction. A few hundred iterations on a phantom: the "
-             "numbers show the pipeline working, not which model is better.", "",
+             "patient-level folds (site-stratified). CPU-sized nnU-Net plans (batch "
+             f"{settings.batch_size}, nnU-Net's feature widths halved, the same for every model); no mirroring at "
+             "validation or prediction (`_noTTA`).", "",
+             f"- **Single models** (`{settings.schedule_name('<Trainer>')}`): {settings.epochs} epochs x "
+             f"{settings.iterations} iterations on fold 0, the same budget for each: the comparison of the "
+             "report. Training is seeded (`NNUNET_IPH_SEED`), so a re-run gives the same numbers. A few hundred "
+             "iterations on CPU: a model may not have left the all-background solution yet (Dice 0), which the "
+             "per-case table and the overlays show; longer schedules: `nnunet-iph demo` settings or the "
+             "nnU-Net workflow in the README."]
+    if showcase:
+        lines += [f"- **Showcase** (`{settings.schedule_name('<Trainer>', showcase=True)}`): an architecture, "
+                  "a 2.5D ensemble (three plane models) and a coarse-to-fine cascade (coarse stage on every fold), "
+                  f"{settings.showcase_epochs} x {settings.showcase_iterations} iterations each: they show the "
+                  "machinery working end to end within the CPU budget; their Dice says nothing about the methods."]
+    lines += ["",
              "## Test-set Dice (hemorrhage, nnU-Net `summary.json`)", "",
              "| model | kind | trainings | mean Dice | training time (s) | prediction time (s) |",
              "|---|---|---|---|---|---|", *rows, "",

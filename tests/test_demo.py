@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 
 import pytest
 
-from nnunet_iph.demo import DEFAULT, QUICK, demo_models
+from nnunet_iph.demo import DEFAULT, QUICK, demo_models, run_demo
 from tests.conftest import run_cli
 
 
@@ -20,8 +21,20 @@ def test_default_demo_covers_single_models_an_architecture_a_25d_ensemble_and_a_
     coarse, fine = cascade.trainings[:-1], cascade.trainings[-1]
     assert [t.fold for t in coarse] == list(range(DEFAULT.folds))  # the fine stage needs every fold's coarse output
     assert fine.configuration == "2d_fine" and "nnUNetTrainerCascadeFine" in fine.trainer
-    assert all(t.trainer.endswith(f"_{DEFAULT.epochs}ep_{DEFAULT.iterations}it_noTTA")
-               for m in models.values() for t in m.trainings)
+    for m in models.values():
+        epochs, iterations = ((DEFAULT.epochs, DEFAULT.iterations) if m.kind == "single model"
+                              else (DEFAULT.showcase_epochs, DEFAULT.showcase_iterations))
+        assert all(t.trainer.endswith(f"_{epochs}ep_{iterations}it_noTTA") for t in m.trainings), m.label
+
+
+def test_demo_refuses_a_workdir_holding_another_cohort(tmp_path, monkeypatch):
+    for var in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results", "nnUNet_extTrainer", "nnUNet_n_proc_DA",
+                "nnUNet_def_n_proc", "nnUNet_compile"):  # run_demo sets them; restored after the test
+        monkeypatch.setenv(var, os.environ.get(var, ""))
+    (tmp_path / "cohort.json").write_text(json.dumps({"subjects": 99}), encoding="utf-8")
+    with pytest.raises(ValueError, match="another cohort"):
+        run_demo(tmp_path, QUICK, progress=False)
+    assert not (tmp_path / "phantom").exists()
 
 
 @pytest.mark.slow

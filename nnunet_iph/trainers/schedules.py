@@ -6,22 +6,37 @@
 (:mod:`~nnunet_iph.trainers.checkpointing`). The suffix ``_noTTA``
 (``nnUNetTrainer_20ep_25it_noTTA``) also switches off mirroring at inference: nnU-Net's final
 validation mirrors every patch 4x (2D) / 8x (3D), which dominates a short CPU run; the choice is
-stored in the checkpoint, so predictions of that model are unmirrored too (as ``--disable_tta``). The class is created on first lookup and cached on
+stored in the checkpoint, so predictions of that model are unmirrored too (as ``--disable_tta``).
+
+nnU-Net does not seed its runs. With ``NNUNET_IPH_SEED=N`` in the environment a schedule variant
+seeds Python, NumPy and torch with N + fold before anything random happens; with
+``nnUNet_n_proc_DA=0`` (augmentation in the training process) a CPU run is then repeatable. The class is created on first lookup and cached on
 :mod:`nnunet_iph.trainers`, so nnU-Net's name lookup at train and predict time and pickling
 all find the same object.
 """
 
 from __future__ import annotations
 
+import os
+import random
 import re
 from typing import Mapping
+
+import numpy as np
 
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from nnunet_iph.trainers.checkpointing import AtomicCheckpoints
 
+SEED_ENV = "NNUNET_IPH_SEED"
 SCHEDULE_NAME = re.compile(r"^(?P<base>nnUNetTrainer\w*?)_(?P<epochs>\d+)ep_(?P<iters>\d+)it(?P<no_tta>_noTTA)?$")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
 
 
 def make_schedule_variant(base: type[nnUNetTrainer], epochs: int, iterations: int,
@@ -33,6 +48,9 @@ def make_schedule_variant(base: type[nnUNetTrainer], epochs: int, iterations: in
     # nnU-Net records __init__'s parameters by name (my_init_kwargs): keep its exact signature
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
+        seed = os.environ.get(SEED_ENV)
+        if seed is not None:  # before initialize() draws the weights and the loaders draw patches
+            seed_everything(int(seed) + (fold if isinstance(fold, int) else 0))
         base.__init__(self, plans, configuration, fold, dataset_json, device)
         self.num_epochs = epochs
         self.num_iterations_per_epoch = iterations
