@@ -19,6 +19,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from nnunet_iph.cluster.experiment import TrainTask
 from nnunet_iph.environment import apply_nnunet_env
 from nnunet_iph.imageio import write_json
 from nnunet_iph.nnunet_cli import run_logged
@@ -43,7 +44,7 @@ class DemoSettings:
     architectures: tuple[str, ...] = ()  # showcase: architecture trainers at ``width``
     planes_trainer: str | None = None  # showcase: this trainer on the axial, coronal and sagittal plans
     cascade: bool = False  # showcase: 2D DenseNet coarse stage (all folds) -> 2D fine stage
-    showcase_epochs: int = 2
+    showcase_epochs: int = 1
     showcase_iterations: int = 10
     width: float = 0.125  # our architectures' channel multiplier (``width`` in the plans)
     batch_size: int = 8
@@ -59,23 +60,13 @@ class DemoSettings:
 
 
 QUICK = DemoSettings(subjects=8, sites=2, size="tiny", epochs=4, iterations=10)
-DEFAULT = DemoSettings(subjects=12, sites=3, size="tiny", epochs=15, iterations=20,
+DEFAULT = DemoSettings(subjects=12, sites=3, size="tiny", epochs=15, iterations=18,
                        architectures=("nnUNetTrainerFPN",), planes_trainer="nnUNetTrainerFocalDice", cascade=True)
 
 
-@dataclass(frozen=True)
-class Training:
-    trainer: str
-    plans: str
-    configuration: str
-    fold: int = 0
-
-    def folder(self, results: Path) -> Path:
-        return results / f"{self.trainer}__{self.plans}__{self.configuration}" / f"fold_{self.fold}"
-
-    @property
-    def step(self) -> str:
-        return f"train {self.trainer} {self.plans} {self.configuration} fold {self.fold}"
+def train_step(task: TrainTask) -> str:
+    """The step name (timings, progress) of one training."""
+    return f"train {task.model} fold {task.fold}"
 
 
 @dataclass(frozen=True)
@@ -83,7 +74,7 @@ class DemoModel:
     """One row of the report: the trainings it needs and the command predicting the test set."""
     label: str
     kind: str
-    trainings: tuple[Training, ...]
+    trainings: tuple[TrainTask, ...]
     predict: tuple[str, ...]  # command; ``{out}`` and ``{images}`` are filled in
 
 
@@ -92,14 +83,14 @@ def demo_models(settings: DemoSettings) -> list[DemoModel]:
     single = [("2d", settings.schedule_name(t), t, "single model") for t in settings.trainers]
     single += [(NARROW_CONFIGURATION, settings.schedule_name(t, showcase=True), t,
                 f"showcase: architecture, width {settings.width:g}") for t in settings.architectures]
-    models = [DemoModel(t, kind, (Training(name, "nnUNetPlans", config),),
+    models = [DemoModel(t, kind, (TrainTask(name, "nnUNetPlans", config, "0"),),
                         ("nnUNetv2_predict", "-i", "{images}", "-o", "{out}", "-d", str(DATASET_ID), "-c", config,
                          "-f", "0", "-tr", name, *cpu))
               for config, name, t, kind in single]
     if settings.planes_trainer:
         name = settings.schedule_name(settings.planes_trainer, showcase=True)
         models.append(DemoModel(f"2.5D-{settings.planes_trainer}", "showcase: 2.5D ensemble (axial + coronal + sagittal)",
-                                tuple(Training(name, f"nnUNetPlans_{p}", "2d") for p in PLANES),
+                                tuple(TrainTask(name, f"nnUNetPlans_{p}", "2d", "0") for p in PLANES),
                                 ("nnunet-iph", "predict", "--pipeline", "planes", "-d", str(DATASET_ID), "-tr", name,
                                  "-f", "0", "-i", "{images}", "-o", "{out}", "--device", "cpu", "--disable-tta")))
     if settings.cascade:
@@ -107,8 +98,8 @@ def demo_models(settings: DemoSettings) -> list[DemoModel]:
         fine = settings.schedule_name("nnUNetTrainerCascadeFine", showcase=True)
         models.append(DemoModel(
             "cascade-DenseNetCoarse-CascadeFine", f"showcase: cascade, DenseNet coarse (width {settings.width:g}, all folds) -> 2D fine",
-            (*(Training(coarse, "nnUNetPlans_cascade", "2d_coarse", f) for f in range(settings.folds)),
-             Training(fine, "nnUNetPlans_cascade", "2d_fine")),
+            (*(TrainTask(coarse, "nnUNetPlans_cascade", "2d_coarse", str(f)) for f in range(settings.folds)),
+             TrainTask(fine, "nnUNetPlans_cascade", "2d_fine", "0")),
             ("nnunet-iph", "predict", "--pipeline", "cascade", "-d", str(DATASET_ID), "-m",
              f"{fine}__nnUNetPlans_cascade__2d_fine", "-i", "{images}", "-o", "{out}", "--device", "cpu",
              "--disable-tta")))
@@ -162,7 +153,7 @@ def run_demo(workdir: str | Path, settings: DemoSettings = DEFAULT, progress: bo
     results = Path(env["nnUNet_results"]) / f"Dataset{DATASET_ID:03d}_{DATASET_NAME}"
     models = demo_models(settings)
     trainings = list(dict.fromkeys(t for m in models for t in m.trainings))  # fine stage after its coarse folds
-    steps = ["phantom", "convert", "plan", *[t.step for t in trainings], *[f"predict {m.label}" for m in models],
+    steps = ["phantom", "convert", "plan", *[train_step(t) for t in trainings], *[f"predict {m.label}" for m in models],
              "analyze", "report"]
     timings_file = workdir / "timings.json"  # a re-run reports the times of the steps it reuses
     timings: dict[str, float] = json.loads(timings_file.read_text(encoding="utf-8")) if timings_file.is_file() else {}
@@ -216,10 +207,10 @@ def run_demo(workdir: str | Path, settings: DemoSettings = DEFAULT, progress: bo
         timed("plan", plan)
         write_json(planned, plan_stamp)
     for t in trainings:
-        if (t.folder(results) / "checkpoint_final.pth").is_file():
-            reused(t.step)
+        if (results / t.model / f"fold_{t.fold}" / "checkpoint_final.pth").is_file():
+            reused(train_step(t))
         else:
-            timed(t.step, run_logged, ["nnUNetv2_train", str(DATASET_ID), t.configuration, str(t.fold), "-tr",
+            timed(train_step(t), run_logged, ["nnUNetv2_train", str(DATASET_ID), t.configuration, t.fold, "-tr",
                                      t.trainer, "-p", t.plans, "-device", "cpu"],
                   logs / f"train_{t.trainer}_{t.plans}_{t.configuration}_{t.fold}.log", env=train_env)
 

@@ -20,11 +20,16 @@ def _versions() -> dict[str, str]:
     return {"python": platform.python_version(), **{p: version(p) for p in pkgs}}
 
 
+def _dice(value: float) -> str:
+    return "empty, correct" if value != value else f"{value:.3f}"  # NaN: empty reference and prediction
+
+
 def write_report(workdir: Path, raw: Path, predictions: Path, settings: DemoSettings, models: list[DemoModel],
                  results: Path, timings: dict[str, float]) -> Path:
     import SimpleITK as sitk
 
     from nnunet_iph.analysis.figures import overlay_png
+    from nnunet_iph.demo import train_step
 
     def read(path: Path):
         return sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
@@ -34,7 +39,7 @@ def write_report(workdir: Path, raw: Path, predictions: Path, settings: DemoSett
         summary = json.loads((predictions / f"model{i}" / "summary.json").read_text(encoding="utf-8"))
         per_case[m.label] = {Path(c["reference_file"]).name.removesuffix(".nii.gz"): c["metrics"]["1"]["Dice"]
                              for c in summary["metric_per_case"]}
-        train_s = sum(timings[t.step] for t in m.trainings)
+        train_s = sum(timings[train_step(t)] for t in m.trainings)
         rows.append(f"| `{m.label}` | {m.kind} | {len(m.trainings)} | {summary['foreground_mean']['Dice']:.3f} | "
                     f"{train_s:.0f} | {timings[f'predict {m.label}']:.0f} |")
     cases = sorted(next(iter(per_case.values())))
@@ -70,8 +75,10 @@ def write_report(workdir: Path, raw: Path, predictions: Path, settings: DemoSett
              "|---|---|---|---|---|---|", *rows, "",
              "Per case:", "", "| case | ref voxels | " + " | ".join(f"`{n}`" for n in per_case) + " |",
              "|---|---|" + "---|" * len(per_case)]
-    lines += [f"| {c} | {volumes[c]} | " + " | ".join(f"{per_case[n][c]:.3f}" for n in per_case) + " |"
+    lines += [f"| {c} | {volumes[c]} | " + " | ".join(_dice(per_case[n][c]) for n in per_case) + " |"
               for c in cases]
+    lines += ["", "(nnU-Net scores a case without hemorrhage that gets an empty prediction as NaN, shown as "
+              "'empty, correct', and leaves it out of the mean.)"]
     lines += ["", f"## Overlays (case `{shown}`; green = true positive, red = false positive, "
               "blue = false negative)", ""]
     lines += [f"![{p.stem}]({p.relative_to(workdir)})" for p in images]

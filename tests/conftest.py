@@ -38,11 +38,14 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         shutil.rmtree(_WORKDIR, ignore_errors=True)
 
 
-def run_cli(*args: str, timeout: float = 900, **kwargs) -> subprocess.CompletedProcess:
-    """Run a console script of this venv; on failure show its output in the assertion."""
+def run_cli(*args: str, timeout: float = 900, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
+    """Run a console script of this venv; ``check``: on failure show its output in the assertion."""
     cmd = [str(BIN / args[0]), *args[1:]]
-    proc = subprocess.run(cmd, capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=timeout, **kwargs)
-    assert proc.returncode == 0, f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+    proc = subprocess.run(cmd, capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=timeout,
+                          **kwargs)
+    if check:
+        assert proc.returncode == 0, (f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n"
+                                      f"{proc.stderr[-4000:]}")
     return proc
 
 

@@ -19,7 +19,7 @@ def test_default_demo_covers_single_models_an_architecture_a_25d_ensemble_and_a_
     assert [t.plans for t in planes.trainings] == ["nnUNetPlans_axial", "nnUNetPlans_coronal", "nnUNetPlans_sagittal"]
     cascade = models["cascade-DenseNetCoarse-CascadeFine"]
     coarse, fine = cascade.trainings[:-1], cascade.trainings[-1]
-    assert [t.fold for t in coarse] == list(range(DEFAULT.folds))  # the fine stage needs every fold's coarse output
+    assert [t.fold for t in coarse] == [str(f) for f in range(DEFAULT.folds)]  # the fine stage needs every fold's coarse output
     assert fine.configuration == "2d_fine" and "nnUNetTrainerCascadeFine" in fine.trainer
     for m in models.values():
         epochs, iterations = ((DEFAULT.epochs, DEFAULT.iterations) if m.kind == "single model"

@@ -11,13 +11,13 @@ differs per plane, so the three planes' probabilities differ and their mean is n
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
+
+from tests import conftest
 
 GEOM_ID, GEOM_NAME = 561, "GeomSynth"
 GAIN = {"axial": 1.0, "coronal": 2.0, "sagittal": 4.0}
@@ -93,13 +93,6 @@ def write_raw_dataset(raw_root: Path, dataset_id: int, name: str, n_train: int =
     return folder
 
 
-BIN = Path(sys.executable).parent
-
-
 def run_cli(*args: str, check: bool = True, env: dict | None = None, timeout: float = 900):
-    """A console script of this venv; ``check``: fail the test with its output tail on error."""
-    proc = subprocess.run([str(BIN / args[0]), *args[1:]], capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=timeout,
-                          env=env)
-    if check:
-        assert proc.returncode == 0, f"{args} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
-    return proc
+    """A console script of this venv (see tests.conftest.run_cli)."""
+    return conftest.run_cli(*args, check=check, env=env, timeout=timeout)

@@ -8,10 +8,10 @@ when its output exists, so the fixtures can be requested in any order.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
+
+from tests import conftest
 
 MULTI_ID, MULTI_NAME = 560, "IPHPhantomMulti"
 PLANES = ("axial", "coronal", "sagittal")
@@ -23,7 +23,6 @@ FINE_TRAINER = "nnUNetTrainerTestFine"
 FINE_PROB_TRAINER = "nnUNetTrainerTestFineProb"
 EXT_TRAINERS = Path(__file__).resolve().parent / "ext_trainers"
 CASCADE_PLANS = "nnUNetPlans_cascade"
-BIN = Path(sys.executable).parent
 
 
 def test_env(extra: dict | None = None) -> dict[str, str]:
@@ -34,12 +33,8 @@ def test_env(extra: dict | None = None) -> dict[str, str]:
 
 
 def run_cli(*args: str, check: bool = True, env: dict | None = None, timeout: float = 1800):
-    """A console script of this venv (test trainers findable); ``check``: fail with the output tail on error."""
-    proc = subprocess.run([str(BIN / args[0]), *args[1:]], capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=timeout,
-                          env=test_env(env))
-    if check:
-        assert proc.returncode == 0, f"{args} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
-    return proc
+    """A console script of this venv with the test trainers findable (see tests.conftest.run_cli)."""
+    return conftest.run_cli(*args, check=check, env=test_env(env), timeout=timeout)
 
 
 @dataclass(frozen=True)
