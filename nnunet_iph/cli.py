@@ -21,6 +21,7 @@ SUBCOMMAND_MODULES = (
     "nnunet_iph.commands.predict",
     "nnunet_iph.commands.evaluate",
     "nnunet_iph.commands.postprocess",
+    "nnunet_iph.commands.benchmark",
 )
 
 

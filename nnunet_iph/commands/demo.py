@@ -11,8 +11,8 @@ from nnunet_iph.demo import DEFAULT, QUICK, run_demo
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="run the whole pipeline on a synthetic phantom cohort (CPU)",
                        description="Single models (nnU-Net's default trainer, focal + Dice) compared on one "
-                       "budget, plus a showcase of an architecture, a 2.5D ensemble and a cascade; ~10 min on "
-                       "2 cores (--quick: single models only, ~3 min). Re-running reuses finished steps.")
+                       "budget, plus a showcase of an architecture, a 2.5D ensemble and a cascade; ~7 min on "
+                       "2 cores (--quick: single models only, ~2 min). Re-running reuses finished steps.")
     p.add_argument("--workdir", default="demo_output", help="where everything goes (default: ./demo_output)")
     p.add_argument("--quick", action="store_true",
                    help=f"{QUICK.subjects} subjects, single models only, {QUICK.epochs} x {QUICK.iterations} iterations")

@@ -1,0 +1,502 @@
+"""PhysioNet CT-ICH benchmark: convert, plan, train, predict, evaluate and analyse every model of a protocol.
+
+Why one pipeline: the comparison with plain nnU-Net only means something if every model sees the
+same cases, plan, spacing, patch, batch and iterations, and is scored the same way. Each stage here
+calls the package's own machinery (``convert physionet``, plane plans, nnU-Net training, the 2.5D
+ensemble, ``analyze``); this module only fixes the order, the settings and the bookkeeping.
+
+Work folder ``W`` (outside the repository)::
+
+    W/source/            the cohort subset: links into the release + filtered slice table
+    W/nnunet/            nnUNet_raw, nnUNet_preprocessed, nnUNet_results
+    W/logs/              one log per step (training logs: one per attempt)
+    W/state.json         steps, attempts, wall times
+    W/slurm/             gpu protocol: the sbatch scripts of ``nnunet-iph slurm``
+    W/results/           per_case.csv, results_table.md/csv, paired_vs_baseline.csv, README.md,
+                         protocol.toml, run.json, analysis/ (report, tables, figures)
+
+Every step is skipped when its outputs exist; trainings resume from nnU-Net's checkpoints (``--c``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from nnunet_iph.benchmarking.protocol import Protocol, TrainRun
+from nnunet_iph.benchmarking.steps import Step, StepRunner
+from nnunet_iph.imageio import write_csv
+
+DEFAULT_CPU_ENV = {"nnUNet_n_proc_DA": "2", "nnUNet_def_n_proc": "2", "nnUNet_compile": "f",
+                   "OMP_WAIT_POLICY": "PASSIVE"}
+PACKAGES = ("nnunet-iph", "nnunetv2", "torch", "numpy", "scipy", "pandas", "SimpleITK", "statsmodels",
+            "dynamic_network_architectures", "batchgeneratorsv2")
+
+
+@dataclass(frozen=True)
+class Workspace:
+    root: Path
+
+    @property
+    def source(self) -> Path:
+        return self.root / "source"
+
+    @property
+    def nnunet(self) -> Path:
+        return self.root / "nnunet"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def state(self) -> Path:
+        return self.root / "state.json"
+
+    @property
+    def slurm(self) -> Path:
+        return self.root / "slurm"
+
+    @property
+    def results(self) -> Path:
+        return self.root / "results"
+
+
+def check_workdir(workdir: str | os.PathLike, repo: Path | None = None) -> Workspace:
+    """The work folder, refused inside the repository (data and results never go into it)."""
+    root = Path(workdir).expanduser().resolve()
+    repo = (repo or Path(__file__).resolve().parents[2]).resolve()
+    if (repo / "pyproject.toml").is_file() and (root == repo or repo in root.parents):
+        raise ValueError(f"workdir {root} is inside the repository {repo}; use a folder outside it "
+                         "(the data must not be copied into the repository)")
+    return Workspace(root)
+
+
+def runtime_env(protocol: Protocol, ws: Workspace) -> dict[str, str]:
+    """nnU-Net folders, our trainers, and the CPU settings (a value already exported wins)."""
+    from nnunet_iph.environment import nnunet_env
+
+    env = nnunet_env(ws.nnunet)
+    if protocol.device == "cpu":
+        for key, value in DEFAULT_CPU_ENV.items():
+            env[key] = os.environ.get(key, value)
+        threads = os.environ.get("NNUNET_IPH_TORCH_THREADS", str(protocol.torch_threads))
+        env["NNUNET_IPH_TORCH_THREADS"] = threads
+    if protocol.training_seed is not None:  # reproducible training: seeded, augmentation in the main process
+        env["NNUNET_IPH_SEED"] = str(protocol.training_seed)
+        env["nnUNet_n_proc_DA"] = "0"
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def package_versions() -> dict[str, str | None]:
+    from importlib import metadata
+
+    out: dict[str, str | None] = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def machine_info() -> dict[str, Any]:
+    info: dict[str, Any] = {"platform": platform.platform(), "cpu_count": os.cpu_count(),
+                            "processor": platform.processor() or platform.machine()}
+    try:
+        info["load_average"] = [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        pass
+    return info
+
+
+@contextlib.contextmanager
+def memory_cap(limit_gb: float = 0.0) -> Iterator[None]:
+    """Cap this process's address space while scoring (0: half the RAM), so that a runaway metric
+    raises a clear MemoryError instead of the kernel's OOM killer ending other people's jobs on a
+    shared machine. (A model predicting nearly the whole head as hemorrhage makes the surface
+    distances of ``nnunet_iph.analysis.metrics`` need > 20 GB for one 512x512x46 case.)"""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    if limit_gb <= 0:
+        try:
+            limit_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2 ** 30 / 2
+        except (ValueError, OSError):
+            limit_gb = 0
+    cap = int(limit_gb * 2 ** 30) if limit_gb > 0 else soft
+    if hard != resource.RLIM_INFINITY:
+        cap = min(cap, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
+    try:
+        yield
+    except MemoryError:
+        raise MemoryError(f"scoring the predictions needed more than {limit_gb:.1f} GB (address-space cap of the "
+                          "benchmark's analysis): usually a model that predicts most of the head as hemorrhage; "
+                          "see the models' validation Dice in nnU-Net's summary.json, or set [analysis] "
+                          "metric_source = \"summary\"") from None
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+
+
+# --------------------------------------------------------------------------------------------
+# training
+
+def fold_dir(ws: Workspace, protocol: Protocol, run: TrainRun) -> Path:
+    return ws.nnunet / "nnUNet_results" / protocol.dataset / run.model_id / f"fold_{run.fold}"
+
+
+def training_done(folder: Path) -> bool:
+    """Finished = the cluster scripts' rule: final checkpoint and the validation summary."""
+    return (folder / "checkpoint_final.pth").is_file() and (folder / "validation" / "summary.json").is_file()
+
+
+def resume_flag(folder: Path) -> list[str]:
+    """``--c`` when any checkpoint exists (final: validation only; latest/best: training continues)."""
+    for ckpt in ("checkpoint_final.pth", "checkpoint_latest.pth", "checkpoint_best.pth"):
+        if (folder / ckpt).is_file():
+            return ["--c"]
+    return []
+
+
+def train_command(protocol: Protocol, run: TrainRun, folder: Path) -> list[str]:
+    """nnU-Net's training entry point (thread cap, see nnunet_train); ``--npz`` only for ensemble members
+    (exporting full-size probabilities costs ~20 s per validation case on a CPU)."""
+    return [sys.executable, "-m", "nnunet_iph.benchmarking.nnunet_train", protocol.dataset, run.configuration,
+            str(run.fold), "-tr", run.trainer, "-p", run.plans, "-device", protocol.device,
+            *(["--npz"] if run in protocol.ensemble_member_runs() else []), *resume_flag(folder)]
+
+
+def attempt_log(logs: Path, stem: str) -> Path:
+    """``logs/<stem>.log``, or ``<stem>.attempt2.log`` ... when earlier attempts left theirs."""
+    path = logs / f"{stem}.log"
+    n = 1
+    while path.exists():
+        n += 1
+        path = logs / f"{stem}.attempt{n}.log"
+    return path
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+
+# --------------------------------------------------------------------------------------------
+# the pipeline
+
+class CTICHBenchmark:
+    def __init__(self, protocol: Protocol, workdir: str | os.PathLike, data: str | os.PathLike | None = None,
+                 progress: bool = True, log: Callable[[str], None] = print):
+        self.protocol = protocol
+        self.ws = check_workdir(workdir)
+        self.data = Path(data).expanduser().resolve() if data else None
+        self.progress = progress
+        self.log = log
+        self.env = runtime_env(protocol, self.ws)
+
+    # -- helpers -----------------------------------------------------------------------------
+    @property
+    def raw(self) -> Path:
+        return self.ws.nnunet / "nnUNet_raw" / self.protocol.dataset
+
+    @property
+    def preprocessed(self) -> Path:
+        return self.ws.nnunet / "nnUNet_preprocessed" / self.protocol.dataset
+
+    @property
+    def results_dataset(self) -> Path:
+        return self.ws.nnunet / "nnUNet_results" / self.protocol.dataset
+
+    def apply_env(self) -> None:
+        """Export the environment in this process too (nnU-Net reads its folders at import time)."""
+        os.environ.update(self.env)
+
+    def _run_logged(self, args: list[str], stem: str) -> Path:
+        from nnunet_iph.nnunet_cli import run_logged
+
+        self.ws.logs.mkdir(parents=True, exist_ok=True)
+        log = attempt_log(self.ws.logs, stem)
+        run_logged(args, log, env=self.env)
+        return log
+
+    # -- data --------------------------------------------------------------------------------
+    def _selection_matches(self) -> bool:
+        sel = self.ws.source / "selection.json"
+        if not sel.is_file():
+            return False
+        rec = json.loads(sel.read_text(encoding="utf-8"))
+        wanted = "all" if self.protocol.negatives is None else self.protocol.negatives
+        wanted_pos = "all" if self.protocol.positives is None else self.protocol.positives
+        same_source = self.data is None or rec.get("source") == str(self.data)
+        return (rec.get("negatives_requested") == wanted and rec.get("positives_requested", "all") == wanted_pos
+                and rec.get("seed") == self.protocol.seed and same_source)
+
+    def step_subset(self) -> Step:
+        def run() -> dict:
+            from nnunet_iph.benchmarking.subset import make_subset
+
+            if self.data is None:
+                raise ValueError("--data (the PhysioNet CT-ICH release folder) is needed for the first run")
+            rec = make_subset(self.data, self.ws.source, self.protocol.negatives, self.protocol.seed,
+                              self.protocol.positives)
+            return {k: rec[k] for k in ("n_positive", "n_negative", "n_total")}
+
+        return Step("select cases", run, self._selection_matches, [self.ws.source / "selection.json"])
+
+    def _converted(self) -> bool:
+        ds = self.raw / "dataset.json"
+        sel = self.ws.source / "selection.json"
+        if not ds.is_file() or not sel.is_file() or not (self.preprocessed / "splits_final.json").is_file():
+            return False
+        n = json.loads(sel.read_text(encoding="utf-8"))["n_total"]
+        return json.loads(ds.read_text(encoding="utf-8")).get("numTraining") == n
+
+    def step_convert(self) -> Step:
+        def run() -> dict:
+            from nnunet_iph.dataset_conversion import convert_physionet, install_splits
+
+            raw = convert_physionet(self.ws.source, self.protocol.dataset_id, self.protocol.dataset_name,
+                                    self.ws.nnunet / "nnUNet_raw", num_folds=self.protocol.folds,
+                                    seed=self.protocol.seed, progress=self.progress)
+            install_splits(raw, self.ws.nnunet / "nnUNet_preprocessed")
+            return {"raw": str(raw)}
+
+        return Step("convert (nnunet-iph convert physionet)", run, self._converted, [self.raw / "dataset.json"])
+
+    # -- plans -------------------------------------------------------------------------------
+    def plane_plans_files(self) -> dict[str, Path]:
+        prefix = self.protocol.plan.plans_prefix if self.protocol.plan else "nnUNetPlans"
+        return {p: self.preprocessed / f"{prefix}_{p}.json" for p in self.protocol.planes()}
+
+    def step_plan_planes(self) -> Step:
+        def run() -> dict:
+            from nnunet_iph.planning.planes import plan_planes
+
+            prefix = self.protocol.plan.plans_prefix if self.protocol.plan else "nnUNetPlans"
+            files = plan_planes(self.protocol.dataset, self.protocol.planes(), prefix,
+                                num_processes=self.protocol.num_processes)
+            return {p: str(f) for p, f in files.items()}
+
+        files = self.plane_plans_files()
+        return Step("plan planes (nnunet-iph plan --planes)", run, lambda: all(f.is_file() for f in files.values()),
+                    list(files.values()))
+
+    def _configured(self) -> bool:
+        from nnunet_iph.benchmarking.cpu_config import add_cpu_configurations
+
+        for path in self.plane_plans_files().values():
+            if not path.is_file():
+                return False
+            _, changed = add_cpu_configurations(json.loads(path.read_text(encoding="utf-8")), self.protocol.plan)
+            if changed:
+                return False
+        return True
+
+    def step_configure(self) -> Step:
+        def run() -> dict:
+            from nnunet_iph.benchmarking.cpu_config import add_cpu_configurations
+            from nnunet_iph.planning.common import save_plans
+
+            out = {}
+            for plane, path in self.plane_plans_files().items():
+                plans, changed = add_cpu_configurations(json.loads(path.read_text(encoding="utf-8")),
+                                                        self.protocol.plan)
+                if changed:
+                    save_plans(plans, path)
+                cfg = plans["configurations"][self.protocol.plan.configuration]
+                out[plane] = {k: cfg[k] for k in ("spacing", "patch_size", "batch_size", "data_identifier")}
+            return out
+
+        return Step(f"add configuration {self.protocol.plan.configuration}", run, self._configured,
+                    list(self.plane_plans_files().values()))
+
+    def _preprocessed_ok(self, plane: str) -> bool:
+        from nnunet_iph.planning.common import PREPROCESSING_STAMP, _config_stamp, preprocessed_complete
+
+        path = self.plane_plans_files()[plane]
+        if not path.is_file():
+            return False
+        plans = json.loads(path.read_text(encoding="utf-8"))
+        cfg = plans["configurations"].get(self.protocol.plan.configuration)
+        if cfg is None:
+            return False
+        stamp_file = self.preprocessed / PREPROCESSING_STAMP
+        stamps = json.loads(stamp_file.read_text(encoding="utf-8")) if stamp_file.is_file() else {}
+        cases = [p.name[: -len("_0000.nii.gz")] for p in (self.raw / "imagesTr").glob("*_0000.nii.gz")]
+        return (stamps.get(cfg["data_identifier"]) == _config_stamp(plans, self.protocol.plan.configuration)
+                and preprocessed_complete(self.preprocessed / cfg["data_identifier"], cases))
+
+    def step_preprocess(self, plane: str) -> Step:
+        def run() -> dict:
+            from nnunet_iph.planning.common import preprocess_configurations
+
+            plans_id = self.plane_plans_files()[plane].stem
+            return preprocess_configurations(self.protocol.dataset, plans_id, [self.protocol.plan.configuration],
+                                             self.protocol.num_processes)
+
+        return Step(f"preprocess {plane} {self.protocol.plan.configuration}", run,
+                    lambda: self._preprocessed_ok(plane))
+
+    # -- training ----------------------------------------------------------------------------
+    def step_train(self, run: TrainRun) -> Step:
+        folder = fold_dir(self.ws, self.protocol, run)
+
+        def execute() -> dict:
+            from nnunet_iph.benchmarking.training_logs import fold_training_summary
+
+            cmd = train_command(self.protocol, run, folder)
+            self.log("  $ " + " ".join(cmd[2:]) + f"  (NNUNET_IPH_TORCH_THREADS={self.env.get('NNUNET_IPH_TORCH_THREADS')})")
+            log = self._run_logged(cmd, _safe(f"train_{run.model_id}_fold{run.fold}"))
+            info = fold_training_summary(folder, self.protocol.iterations)
+            info["log"] = str(log)
+            info["resumed"] = "--c" in cmd
+            return info
+
+        return Step(run.step_name, execute, lambda: training_done(folder),
+                    [folder / "checkpoint_final.pth", folder / "validation" / "summary.json"])
+
+    # -- ensembles ---------------------------------------------------------------------------
+    def ensemble_folder(self, model) -> Path:
+        from nnunet_iph.ensembling.ensemble import ModelRef, ensemble_name
+
+        refs = [ModelRef(self.results_dataset / r.model_id) for r in self.protocol.member_runs(model, 0)]
+        return self.results_dataset / "ensembles" / ensemble_name(refs, list(self.protocol.eval_folds))
+
+    def step_ensemble(self, model) -> Step:
+        out = self.ensemble_folder(model)
+
+        def run() -> dict:
+            from nnunet_iph.ensembling.ensemble import ModelRef, ensemble_crossvalidation
+
+            refs = [ModelRef(self.results_dataset / r.model_id) for r in self.protocol.member_runs(model, 0)]
+            folder = ensemble_crossvalidation(refs, out, folds=list(self.protocol.eval_folds), require_planes=True,
+                                              num_processes=self.protocol.num_processes)
+            summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
+            return {"folder": str(folder), "dice_nnunet": summary.get("foreground_mean", {}).get("Dice")}
+
+        return Step(f"ensemble {model.name} (nnunet-iph ensemble cv --planes)", run,
+                    lambda: (out / "summary.json").is_file() and (out / "ensemble.json").is_file(),
+                    [out / "summary.json"])
+
+    # -- analysis ----------------------------------------------------------------------------
+    def model_keys(self) -> dict[tuple[str, str, str], str]:
+        """(trainer, plans, configuration) as the analysis names a system -> the protocol's model name."""
+        keys = {}
+        for model in self.protocol.models:
+            runs = self.protocol.member_runs(model, 0)
+            keys[(runs[0].trainer, "+".join(r.plans for r in runs), "+".join(dict.fromkeys(
+                r.configuration for r in runs)))] = model.name
+        return keys
+
+    def step_analyze(self) -> Step:
+        out = self.ws.results / "analysis"
+
+        def run() -> dict:
+            import pandas as pd
+
+            from nnunet_iph.analysis import collect as C
+            from nnunet_iph.analysis.report import AnalysisSettings, build_report
+            from nnunet_iph.benchmarking.results import MODEL_COL
+
+            keys = self.model_keys()
+            ens_fold = "ensemble_" + "_".join(str(f) for f in self.protocol.eval_folds)
+            sources = [s for s in C.discover_sources(self.results_dataset, self.protocol.dataset,
+                                                     [str(f) for f in self.protocol.eval_folds])
+                       if (s.model, s.plans, s.configuration) in keys
+                       and (not s.fold.startswith("ensemble") or s.fold == ens_fold)]
+            found = {keys[(s.model, s.plans, s.configuration)] for s in sources}
+            missing = [m.name for m in self.protocol.models if m.name not in found]
+            if missing:
+                raise FileNotFoundError(f"{self.results_dataset}: no validation predictions for {missing}")
+            with memory_cap(self.protocol.memory_limit_gb):
+                collection = C.collect(sources, self.raw / "cases.csv", labels_dir=self.raw / "labelsTr",
+                                       metric_source=self.protocol.metric_source, evaluate_kwargs={"num_workers": 1})
+            table = collection.table
+            table.insert(0, MODEL_COL, [keys[(m, p, c)] for m, p, c in
+                                        zip(table["model"], table["plans"], table["configuration"])])
+            # the report's systems and table columns carry the protocol's model names (two models may
+            # share a trainer: focal+Dice and its 2.5D ensemble); the trainer stays in 'trainer'
+            table.insert(1, "trainer", table["model"])
+            table["model"] = table[MODEL_COL]
+            table["system"] = table[MODEL_COL]
+            table["row"] = "fold " + "+".join(str(f) for f in self.protocol.eval_folds)
+            order = {m.name: i for i, m in enumerate(self.protocol.models)}
+            table = table.sort_values([MODEL_COL, "case"], key=lambda s: s.map(order) if s.name == MODEL_COL else s)
+            settings = AnalysisSettings(seed=self.protocol.seed, messages=list(collection.messages),
+                                        images_dir=str(self.raw / "imagesTr"),
+                                        title=f"PhysioNet CT-ICH benchmark ({self.protocol.name}): analysis")
+            build_report(table, out, settings)
+            write_csv(pd.DataFrame(table), self.ws.results / "per_case.csv")
+            return {"n_rows": int(len(table)), "models": sorted(found)}
+
+        return Step("evaluate + analyse (nnunet-iph analyze)", run,
+                    lambda: (self.ws.results / "per_case.csv").is_file() and (out / "report.md").is_file(),
+                    [self.ws.results / "per_case.csv", out / "report.md"])
+
+    def step_report(self, runner: StepRunner, started: float) -> Step:
+        """Always rewritten (cheap, and it reports the wall times of this run too)."""
+        written: list[bool] = []
+
+        def run() -> dict:
+            from nnunet_iph.benchmarking.report import write_results
+
+            info = write_results(self, runner, time.time() - started)
+            written.append((self.ws.results / "README.md").is_file())
+            return info
+
+        return Step("results table + README", run, lambda: bool(written) and written[-1],
+                    [self.ws.results / "README.md"])
+
+    # -- orchestration -----------------------------------------------------------------------
+    def training_steps(self) -> list[Step]:
+        return [self.step_train(r) for r in self.protocol.runs()]
+
+    def cpu_steps(self) -> list[Step]:
+        steps = [self.step_subset(), self.step_convert(), self.step_plan_planes(), self.step_configure()]
+        steps += [self.step_preprocess(p) for p in self.protocol.planes()]
+        steps += self.training_steps()
+        steps += [self.step_ensemble(m) for m in self.protocol.models if m.is_ensemble]
+        steps.append(self.step_analyze())
+        return steps
+
+    def run(self, only_prepare: bool = False) -> dict[str, str]:
+        """Run (or continue) the whole protocol; return each step's status."""
+        self.ws.root.mkdir(parents=True, exist_ok=True)
+        self.apply_env()
+        runner = StepRunner(self.ws.state, progress=self.progress, log=self.log)
+        runner.state.setdefault("runs", []).append({"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                                                    "machine": machine_info(), "argv": sys.argv})
+        runner.save()
+        started = time.time()
+        if self.protocol.kind == "gpu":
+            from nnunet_iph.benchmarking.gpu import gpu_steps
+
+            steps = gpu_steps(self, only_prepare)
+            analyse = any(s.name.startswith("evaluate") for s in steps)
+        else:
+            steps = self.cpu_steps()
+            analyse = not only_prepare
+            if only_prepare:
+                steps = steps[:4 + len(self.protocol.planes())]
+        if analyse:
+            steps.append(self.step_report(runner, started))
+        status = runner.run(steps)
+        runner.state["runs"][-1]["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        runner.state["runs"][-1]["wall_s"] = round(time.time() - started, 1)
+        runner.save()
+        return status
+
+
+def copy_protocol(protocol: Protocol, dest: Path) -> None:
+    if protocol.source and protocol.source.is_file():
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(protocol.source, dest)

@@ -1,0 +1,147 @@
+"""Protocol files: parsing, validation messages, the training runs they expand to (pure Python, fast)."""
+
+from __future__ import annotations
+
+from copy import deepcopy
+from pathlib import Path
+
+import pytest
+
+from nnunet_iph.benchmarking.protocol import build_protocol, load_protocol
+
+REPO = Path(__file__).resolve().parents[2]
+CPU = REPO / "benchmarks" / "ctich" / "cpu.toml"
+GPU = REPO / "benchmarks" / "ctich" / "gpu.toml"
+
+
+def minimal(**over) -> dict:
+    raw = {"name": "t", "kind": "cpu", "dataset_id": 700, "dataset_name": "T",
+           "data": {"negatives": 2, "folds": 3, "eval_folds": [0], "tuning_fold": 1},
+           "plan": {"spacing_mm": 4.0, "batch_size": 2, "features_per_stage": [4, 8, 16], "max_patch": 32,
+                    "arch_kwargs": {"width": 0.125}},
+           "schedule": {"epochs": 2, "iterations": 3},
+           "model": [{"name": "base", "trainer": "nnUNetTrainer", "baseline": True},
+                     {"name": "fpn", "trainer": "nnUNetTrainerFPN", "arch": True},
+                     {"name": "fd 2.5D", "trainer": "nnUNetTrainerFocalDice", "planes": ["axial", "coronal", "sagittal"]},
+                     {"name": "fd", "trainer": "nnUNetTrainerFocalDice"}]}
+    raw.update(over)
+    return raw
+
+
+def test_shipped_cpu_protocol_same_budget_for_every_model():
+    p = load_protocol(CPU)
+    assert p.kind == "cpu" and p.baseline.trainer == "nnUNetTrainer"
+    assert p.tuning_fold not in p.eval_folds
+    runs = p.runs()
+    # every run: the same schedule suffix and the same plans family / configuration data
+    assert {r.trainer.rsplit("_", 2)[1:] == [f"{p.epochs}ep", f"{p.iterations}it"] for r in runs} == {True}
+    assert {p.plan.configuration, p.plan.arch_configuration} >= {r.configuration for r in runs}
+    names = [m.name for m in p.models]
+    assert names[0] == "nnU-Net" and {"focal+Dice", "FPN", "Attention U-Net", "focal+Dice 2.5D"} <= set(names)
+    # the 2.5D ensemble reuses the axial focal+Dice model: 6 trainings for 5 models
+    assert len(runs) == 6
+
+
+def test_shipped_gpu_protocol_lists_the_reference_grid():
+    p = load_protocol(GPU)
+    assert p.kind == "gpu" and p.epochs is None and p.experiment.name == "gpu_experiment.toml"
+    assert p.eval_folds == (0, 1, 2, 3, 4) and p.negatives is None
+    trainers = {r.trainer for r in p.runs()}
+    assert {"nnUNetTrainer", "nnUNetTrainerVGG16UNet", "nnUNetTrainerAttentionUNet", "nnUNetTrainerFPN",
+            "nnUNetTrainerTransUNet", "nnUNetTrainerSwinUNet", "nnUNetTrainerCascadeFine"} <= trainers
+    assert {r.plans for r in p.runs()} >= {"nnUNetPlans_axial", "nnUNetPlans_coronal", "nnUNetPlans_sagittal"}
+
+
+def test_runs_deduplicate_the_ensemble_members_and_name_the_schedule():
+    p = build_protocol(minimal())
+    ids = [r.model_id for r in p.runs()]
+    assert ids == ["nnUNetTrainer_2ep_3it__nnUNetPlans_axial__2d_cpu",
+                   "nnUNetTrainerFPN_2ep_3it__nnUNetPlans_axial__2d_cpu_arch",
+                   "nnUNetTrainerFocalDice_2ep_3it__nnUNetPlans_axial__2d_cpu",
+                   "nnUNetTrainerFocalDice_2ep_3it__nnUNetPlans_coronal__2d_cpu",
+                   "nnUNetTrainerFocalDice_2ep_3it__nnUNetPlans_sagittal__2d_cpu"]
+    assert p.planes() == ["axial", "coronal", "sagittal"]
+    assert p.dataset == "Dataset700_T"
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda r: r["data"].update(tuning_fold=0), "tuning_fold 0 is an evaluation fold"),
+    (lambda r: r["data"].update(eval_folds=[3]), "eval_folds must be fold numbers 0..2"),
+    (lambda r: r["data"].update(negatives=-1), "negatives must be an integer >= 0"),
+    (lambda r: r.update(colour="red"), "unknown key(s) ['colour']"),
+    (lambda r: r["plan"].update(max_patch=30), "max_patch 30 is not a multiple of the total stride 4"),
+    (lambda r: r["model"][1].update(baseline=True), "exactly one [[model]] must have baseline = true"),
+    (lambda r: r["model"][1].update(planes=["axial", "axial"]), "planes must be distinct"),
+    (lambda r: r["model"][1].update(name="base"), "model names must be unique"),
+    (lambda r: r.pop("schedule"), "needs a [schedule]"),
+    (lambda r: r["schedule"].pop("iterations"), "needs both epochs and iterations"),
+    (lambda r: r["model"].append({"name": "x"}), "'trainer' (a string) is required"),
+])
+def test_invalid_protocols_name_the_file_and_the_problem(change, message, tmp_path):
+    raw = deepcopy(minimal())
+    change(raw)
+    with pytest.raises(ValueError) as err:
+        build_protocol(raw, source=tmp_path / "p.toml")
+    assert message in str(err.value) and str(tmp_path / "p.toml") in str(err.value)
+
+
+def test_bad_toml_and_missing_file(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("name = [", encoding="utf-8")
+    with pytest.raises(ValueError, match="invalid TOML"):
+        load_protocol(bad)
+    with pytest.raises(FileNotFoundError, match="protocol file not found"):
+        load_protocol(tmp_path / "none.toml")
+
+
+def test_model_and_fold_selection_keeps_the_baseline():
+    from nnunet_iph.commands.benchmark import select
+
+    p = select(minimal(), ["fpn"], [2], Path("p.toml"))
+    assert [m.name for m in p.models] == ["base", "fpn"] and p.eval_folds == (2,)
+    with pytest.raises(ValueError, match="no model"):
+        select(minimal(), ["nope"], None, Path("p.toml"))
+    with pytest.raises(ValueError, match="tuning_fold 1 is an evaluation fold"):
+        select(minimal(), None, [1], Path("p.toml"))
+
+
+def test_only_ensemble_members_export_probabilities(tmp_path):
+    from nnunet_iph.benchmarking.ctich import resume_flag, train_command
+
+    p = build_protocol(minimal())
+    members = p.ensemble_member_runs()
+    assert {r.plans for r in members} == {"nnUNetPlans_axial", "nnUNetPlans_coronal", "nnUNetPlans_sagittal"}
+    assert {r.trainer for r in members} == {"nnUNetTrainerFocalDice_2ep_3it"}
+    runs = {r.model_id: r for r in p.runs()}
+    base = train_command(p, runs["nnUNetTrainer_2ep_3it__nnUNetPlans_axial__2d_cpu"], tmp_path)
+    fd = train_command(p, runs["nnUNetTrainerFocalDice_2ep_3it__nnUNetPlans_axial__2d_cpu"], tmp_path)
+    assert "--npz" not in base and "--npz" in fd and "--c" not in fd
+    assert base[1:3] == ["-m", "nnunet_iph.benchmarking.nnunet_train"] and base[3:6] == ["Dataset700_T", "2d_cpu", "0"]
+    (tmp_path / "checkpoint_latest.pth").write_bytes(b"")
+    assert resume_flag(tmp_path) == ["--c"]
+
+
+def test_thread_cap():
+    from nnunet_iph.benchmarking.nnunet_train import capped_threads
+
+    assert capped_threads(2, 0) == 2 and capped_threads(2, 1) == 1 and capped_threads(1, 4) == 1
+
+
+def test_training_seed_moves_augmentation_into_the_training_process(tmp_path, monkeypatch):
+    from nnunet_iph.benchmarking.ctich import Workspace, runtime_env
+
+    monkeypatch.delenv("NNUNET_IPH_TORCH_THREADS", raising=False)
+    plain = runtime_env(build_protocol(minimal()), Workspace(tmp_path))
+    assert "NNUNET_IPH_SEED" not in plain and plain["NNUNET_IPH_TORCH_THREADS"] == "0"
+    raw = minimal(runtime={"training_seed": 3, "torch_threads": 1})
+    seeded = runtime_env(build_protocol(raw), Workspace(tmp_path))
+    assert seeded["NNUNET_IPH_SEED"] == "3" and seeded["nnUNet_n_proc_DA"] == "0"
+    assert seeded["NNUNET_IPH_TORCH_THREADS"] == "1" and seeded["nnUNet_raw"].startswith(str(tmp_path))
+
+
+def test_workdir_inside_the_repository_is_refused(tmp_path):
+    from nnunet_iph.benchmarking.ctich import check_workdir
+
+    with pytest.raises(ValueError, match="inside the repository"):
+        check_workdir(REPO / "results")
+    assert check_workdir(tmp_path).root == tmp_path.resolve()
