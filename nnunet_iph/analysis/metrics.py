@@ -259,6 +259,7 @@ _LOOP_OFFSETS = 96          # (dz, dy) row offsets visited by the pruned search 
 _BATCHES = (2, 4, 8, 16, 32, 34)  # offsets per vectorised step (sums to _LOOP_OFFSETS)
 
 
+_MAX_CELLS = 1 << 22  # elements per (row offsets x points) temporary: ~32 MB as float64
 _NO_ROW = 1 << 29  # x-distance (voxels) reported for a row without target points
 
 
@@ -423,11 +424,7 @@ def _directed_distances(src: _Points, tgt: _Points, shape: tuple[int, int, int],
         if active.size == 0 or start >= len(base):
             break
         stop = min(start + size, len(base))
-        rowid = rows.rid[deltas[start:stop, None] + prow[active][None, :]]
-        cand = rows.lookup(rowid, np.broadcast_to(px[active][None, :], rowid.shape)) * sx
-        cand *= cand
-        cand += base[start:stop, None]
-        best[active] = np.minimum(best[active], np.minimum.reduce(cand, axis=0))
+        _relax(best, active, deltas[start:stop], base[start:stop], prow, px, rows.rid, rows, sx)
         start = stop
         if start < len(base):
             active = active[best[active] > base[start]]
@@ -435,6 +432,22 @@ def _directed_distances(src: _Points, tgt: _Points, shape: tuple[int, int, int],
     if left.size:
         best[left] = _far_sq_distances(pz[left], py[left], px[left], best[left], bound, rows, shape, spacing)
     return np.sqrt(best, out=best)
+
+
+def _relax(best: np.ndarray, active: np.ndarray, deltas: np.ndarray, base: np.ndarray, prow: np.ndarray,
+           px: np.ndarray, rid: np.ndarray, rows: _Rows, sx: float) -> None:
+    """``best[active]`` = min(itself, squared distance to the nearest target point in each row
+    offset ``deltas`` (whose (dz, dy) part is ``base``)), in chunks of points so that the
+    (offsets x points) temporaries stay below ``_MAX_CELLS`` elements even when a prediction
+    covers most of the image (millions of surface points)."""
+    chunk = max(1, _MAX_CELLS // max(1, deltas.size))
+    for lo in range(0, active.size, chunk):
+        pts = active[lo:lo + chunk]
+        rowid = rid[deltas[:, None] + prow[pts][None, :]]
+        cand = rows.lookup(rowid, np.broadcast_to(px[pts][None, :], rowid.shape)) * sx
+        cand *= cand
+        cand += base[:, None]
+        best[pts] = np.minimum(best[pts], np.minimum.reduce(cand, axis=0))
 
 
 def _far_sq_distances(pz, py, px, upper, bound, rows: _Rows, shape, spacing) -> np.ndarray:
@@ -485,11 +498,7 @@ def _offset_search(pz, py, px, best, radius, rows: _Rows, shape, spacing) -> np.
     start, size = 0, 16
     while active.size and start < base.size:
         stop = min(start + size, base.size)
-        rowid = rid[deltas[start:stop, None] + prow[active][None, :]]
-        cand = rows.lookup(rowid, np.broadcast_to(px[active][None, :], rowid.shape)) * sx
-        cand *= cand
-        cand += base[start:stop, None]
-        best[active] = np.minimum(best[active], np.minimum.reduce(cand, axis=0))
+        _relax(best, active, deltas[start:stop], base[start:stop], prow, px, rid, rows, sx)
         start, size = stop, size * 2
         if start < base.size:
             active = active[best[active] > base[start]]

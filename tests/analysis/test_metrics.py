@@ -158,8 +158,11 @@ def test_overlap_and_volume_hand_computed():
 # --------------------------------------------------------------------------------------------
 # exactness against brute force (all code paths: pruned search, far path, EDT fallback)
 
+@pytest.mark.parametrize("max_cells", [None, 5])  # 5: the memory cap splits every search into tiny chunks
 @pytest.mark.parametrize("surface", M.SURFACES)
-def test_random_shapes_match_brute_force(surface):
+def test_random_shapes_match_brute_force(surface, max_cells, monkeypatch):
+    if max_cells is not None:
+        monkeypatch.setattr(M, "_MAX_CELLS", max_cells)
     rng = np.random.default_rng(7)
     for trial in range(40):
         ndim = 2 if trial % 4 == 0 else 3
