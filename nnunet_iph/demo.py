@@ -64,11 +64,6 @@ DEFAULT = DemoSettings(subjects=12, sites=3, size="tiny", epochs=15, iterations=
                        architectures=("nnUNetTrainerFPN",), planes_trainer="nnUNetTrainerFocalDice", cascade=True)
 
 
-def train_step(task: TrainTask) -> str:
-    """The step name (timings, progress) of one training."""
-    return f"train {task.model} fold {task.fold}"
-
-
 @dataclass(frozen=True)
 class DemoModel:
     """One row of the report: the trainings it needs and the command predicting the test set."""
@@ -153,7 +148,7 @@ def run_demo(workdir: str | Path, settings: DemoSettings = DEFAULT, progress: bo
     results = Path(env["nnUNet_results"]) / f"Dataset{DATASET_ID:03d}_{DATASET_NAME}"
     models = demo_models(settings)
     trainings = list(dict.fromkeys(t for m in models for t in m.trainings))  # fine stage after its coarse folds
-    steps = ["phantom", "convert", "plan", *[train_step(t) for t in trainings], *[f"predict {m.label}" for m in models],
+    steps = ["phantom", "convert", "plan", *[t.step_name for t in trainings], *[f"predict {m.label}" for m in models],
              "analyze", "report"]
     timings_file = workdir / "timings.json"  # a re-run reports the times of the steps it reuses
     timings: dict[str, float] = json.loads(timings_file.read_text(encoding="utf-8")) if timings_file.is_file() else {}
@@ -208,9 +203,9 @@ def run_demo(workdir: str | Path, settings: DemoSettings = DEFAULT, progress: bo
         write_json(planned, plan_stamp)
     for t in trainings:
         if (results / t.model / f"fold_{t.fold}" / "checkpoint_final.pth").is_file():
-            reused(train_step(t))
+            reused(t.step_name)
         else:
-            timed(train_step(t), run_logged, ["nnUNetv2_train", str(DATASET_ID), t.configuration, t.fold, "-tr",
+            timed(t.step_name, run_logged, ["nnUNetv2_train", str(DATASET_ID), t.configuration, t.fold, "-tr",
                                      t.trainer, "-p", t.plans, "-device", "cpu"],
                   logs / f"train_{t.trainer}_{t.plans}_{t.configuration}_{t.fold}.log", env=train_env)
 

@@ -29,7 +29,6 @@ def write_report(workdir: Path, raw: Path, predictions: Path, settings: DemoSett
     import SimpleITK as sitk
 
     from nnunet_iph.analysis.figures import overlay_png
-    from nnunet_iph.demo import train_step
 
     def read(path: Path):
         return sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
@@ -39,7 +38,7 @@ def write_report(workdir: Path, raw: Path, predictions: Path, settings: DemoSett
         summary = json.loads((predictions / f"model{i}" / "summary.json").read_text(encoding="utf-8"))
         per_case[m.label] = {Path(c["reference_file"]).name.removesuffix(".nii.gz"): c["metrics"]["1"]["Dice"]
                              for c in summary["metric_per_case"]}
-        train_s = sum(timings[train_step(t)] for t in m.trainings)
+        train_s = sum(timings[t.step_name] for t in m.trainings)
         rows.append(f"| `{m.label}` | {m.kind} | {len(m.trainings)} | {summary['foreground_mean']['Dice']:.3f} | "
                     f"{train_s:.0f} | {timings[f'predict {m.label}']:.0f} |")
     cases = sorted(next(iter(per_case.values())))

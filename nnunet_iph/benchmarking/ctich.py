@@ -31,7 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from nnunet_iph.benchmarking.protocol import Protocol, TrainRun
+from nnunet_iph.benchmarking.protocol import Protocol
+from nnunet_iph.cluster.experiment import TrainTask
 from nnunet_iph.benchmarking.steps import Step, StepRunner
 from nnunet_iph.imageio import write_csv
 
@@ -151,8 +152,8 @@ def memory_cap(limit_gb: float = 0.0) -> Iterator[None]:
 # --------------------------------------------------------------------------------------------
 # training
 
-def fold_dir(ws: Workspace, protocol: Protocol, run: TrainRun) -> Path:
-    return ws.nnunet / "nnUNet_results" / protocol.dataset / run.model_id / f"fold_{run.fold}"
+def fold_dir(ws: Workspace, protocol: Protocol, run: TrainTask) -> Path:
+    return ws.nnunet / "nnUNet_results" / protocol.dataset / run.model / f"fold_{run.fold}"
 
 
 def training_done(folder: Path) -> bool:
@@ -168,7 +169,7 @@ def resume_flag(folder: Path) -> list[str]:
     return []
 
 
-def train_command(protocol: Protocol, run: TrainRun, folder: Path) -> list[str]:
+def train_command(protocol: Protocol, run: TrainTask, folder: Path) -> list[str]:
     """nnU-Net's training entry point (thread cap, see nnunet_train); ``--npz`` only for ensemble members
     (exporting full-size probabilities costs ~20 s per validation case on a CPU)."""
     return [sys.executable, "-m", "nnunet_iph.benchmarking.nnunet_train", protocol.dataset, run.configuration,
@@ -347,7 +348,7 @@ class CTICHBenchmark:
                     lambda: self._preprocessed_ok(plane))
 
     # -- training ----------------------------------------------------------------------------
-    def step_train(self, run: TrainRun) -> Step:
+    def step_train(self, run: TrainTask) -> Step:
         folder = fold_dir(self.ws, self.protocol, run)
 
         def execute() -> dict:
@@ -355,7 +356,7 @@ class CTICHBenchmark:
 
             cmd = train_command(self.protocol, run, folder)
             self.log("  $ " + " ".join(cmd[2:]) + f"  (NNUNET_IPH_TORCH_THREADS={self.env.get('NNUNET_IPH_TORCH_THREADS')})")
-            log = self._run_logged(cmd, _safe(f"train_{run.model_id}_fold{run.fold}"))
+            log = self._run_logged(cmd, _safe(f"train_{run.model}_fold{run.fold}"))
             info = fold_training_summary(folder, self.protocol.iterations)
             info["log"] = str(log)
             info["resumed"] = "--c" in cmd
@@ -368,7 +369,7 @@ class CTICHBenchmark:
     def ensemble_folder(self, model) -> Path:
         from nnunet_iph.ensembling.ensemble import ModelRef, ensemble_name
 
-        refs = [ModelRef(self.results_dataset / r.model_id) for r in self.protocol.member_runs(model, 0)]
+        refs = [ModelRef(self.results_dataset / r.model) for r in self.protocol.member_runs(model, 0)]
         return self.results_dataset / "ensembles" / ensemble_name(refs, list(self.protocol.eval_folds))
 
     def step_ensemble(self, model) -> Step:
@@ -377,7 +378,7 @@ class CTICHBenchmark:
         def run() -> dict:
             from nnunet_iph.ensembling.ensemble import ModelRef, ensemble_crossvalidation
 
-            refs = [ModelRef(self.results_dataset / r.model_id) for r in self.protocol.member_runs(model, 0)]
+            refs = [ModelRef(self.results_dataset / r.model) for r in self.protocol.member_runs(model, 0)]
             folder = ensemble_crossvalidation(refs, out, folds=list(self.protocol.eval_folds), require_planes=True,
                                               num_processes=self.protocol.num_processes)
             summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))

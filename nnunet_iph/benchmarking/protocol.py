@@ -65,6 +65,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nnunet_iph.cluster.experiment import TrainTask
+
 PLANES = ("axial", "coronal", "sagittal")
 KINDS = ("cpu", "gpu")
 NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -113,24 +115,6 @@ class ModelSpec:
     @property
     def is_ensemble(self) -> bool:
         return len(self.planes) > 1
-
-
-@dataclass(frozen=True)
-class TrainRun:
-    """One ``nnUNetv2_train`` run: nnU-Net's results folder ``<trainer>__<plans>__<configuration>/fold_<f>``."""
-
-    trainer: str
-    plans: str
-    configuration: str
-    fold: int
-
-    @property
-    def model_id(self) -> str:
-        return f"{self.trainer}__{self.plans}__{self.configuration}"
-
-    @property
-    def step_name(self) -> str:
-        return f"train {self.model_id} fold {self.fold}"
 
 
 @dataclass(frozen=True)
@@ -187,21 +171,21 @@ class Protocol:
             return "2d"
         return self.plan.arch_configuration if model.arch else self.plan.configuration
 
-    def member_runs(self, model: ModelSpec, fold: int) -> list[TrainRun]:
+    def member_runs(self, model: ModelSpec, fold: int) -> list[TrainTask]:
         """The runs a model needs for one fold (one per plane)."""
-        return [TrainRun(self.scheduled(model.trainer), self.plans_for(model, p), self.configuration_for(model), fold)
+        return [TrainTask(self.scheduled(model.trainer), self.plans_for(model, p), self.configuration_for(model), str(fold))
                 for p in model.planes]
 
-    def runs(self) -> list[TrainRun]:
+    def runs(self) -> list[TrainTask]:
         """Every training run of the protocol, once each (an ensemble reuses its axial member), in model order."""
-        out: dict[TrainRun, None] = {}
+        out: dict[TrainTask, None] = {}
         for model in self.models:
             for fold in self.eval_folds:
                 for run in self.member_runs(model, fold):
                     out.setdefault(run, None)
         return list(out)
 
-    def ensemble_member_runs(self) -> set[TrainRun]:
+    def ensemble_member_runs(self) -> set[TrainTask]:
         """Runs whose validation probabilities an ensemble averages (trained with ``--npz``)."""
         return {r for m in self.models if m.is_ensemble for f in self.eval_folds for r in self.member_runs(m, f)}
 

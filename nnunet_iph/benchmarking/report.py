@@ -29,7 +29,7 @@ def training_rows(bench: "CTICHBenchmark") -> list[dict[str, Any]]:
     rows = []
     for run in bench.protocol.runs():
         info = fold_training_summary(fold_dir(bench.ws, bench.protocol, run), bench.protocol.iterations)
-        rows.append({"model_id": run.model_id, "fold": run.fold, **{k: v for k, v in info.items()}})
+        rows.append({"model_id": run.model, "fold": run.fold, **{k: v for k, v in info.items()}})
     return rows
 
 
@@ -136,7 +136,7 @@ def readme(bench: "CTICHBenchmark", table_md: str, paired, record: dict[str, Any
     lines += ["- Models:"]
     for m in p.models:
         runs = p.member_runs(m, p.eval_folds[0])
-        what = " + ".join(f"`{r.model_id}`" for r in runs)
+        what = " + ".join(f"`{r.model}`" for r in runs)
         lines.append(f"  - **{m.name}**{' (baseline)' if m.baseline else ''}: "
                      f"{'2.5D ensemble (mean softmax) of ' if m.is_ensemble else ''}{what}")
     lines += ["", "## Run", "", f"- Total wall time of all steps: {_fmt_s(record['total_wall_s'])} "

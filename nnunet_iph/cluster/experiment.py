@@ -75,6 +75,7 @@ class Resources:
 
 @dataclass(frozen=True)
 class TrainTask:
+    """One ``nnUNetv2_train`` run: nnU-Net's results folder ``<model>/fold_<fold>``."""
     trainer: str
     plans: str
     configuration: str
@@ -83,6 +84,11 @@ class TrainTask:
     @property
     def model(self) -> str:
         return f"{self.trainer}__{self.plans}__{self.configuration}"
+
+    @property
+    def step_name(self) -> str:
+        """How progress bars, logs and timings name the run."""
+        return f"train {self.model} fold {self.fold}"
 
 
 @dataclass(frozen=True)

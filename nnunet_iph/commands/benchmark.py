@@ -75,7 +75,7 @@ def run_ctich(args: argparse.Namespace) -> int:
         print(f"protocol {protocol.name} ({path}), dataset {protocol.dataset}, folds {list(protocol.eval_folds)}")
         for m in protocol.models:
             print(f"  {m.name}{' (baseline)' if m.baseline else ''}: "
-                  + ", ".join(r.model_id for r in protocol.member_runs(m, protocol.eval_folds[0])))
+                  + ", ".join(r.model for r in protocol.member_runs(m, protocol.eval_folds[0])))
         print(f"{len(protocol.runs())} training run(s)")
         return 0
     if args.data and not Path(args.data).is_dir():

@@ -54,7 +54,7 @@ def test_shipped_gpu_protocol_lists_the_reference_grid():
 
 def test_runs_deduplicate_the_ensemble_members_and_name_the_schedule():
     p = build_protocol(minimal())
-    ids = [r.model_id for r in p.runs()]
+    ids = [r.model for r in p.runs()]
     assert ids == ["nnUNetTrainer_2ep_3it__nnUNetPlans_axial__2d_cpu",
                    "nnUNetTrainerFPN_2ep_3it__nnUNetPlans_axial__2d_cpu_arch",
                    "nnUNetTrainerFocalDice_2ep_3it__nnUNetPlans_axial__2d_cpu",
@@ -112,7 +112,7 @@ def test_only_ensemble_members_export_probabilities(tmp_path):
     members = p.ensemble_member_runs()
     assert {r.plans for r in members} == {"nnUNetPlans_axial", "nnUNetPlans_coronal", "nnUNetPlans_sagittal"}
     assert {r.trainer for r in members} == {"nnUNetTrainerFocalDice_2ep_3it"}
-    runs = {r.model_id: r for r in p.runs()}
+    runs = {r.model: r for r in p.runs()}
     base = train_command(p, runs["nnUNetTrainer_2ep_3it__nnUNetPlans_axial__2d_cpu"], tmp_path)
     fd = train_command(p, runs["nnUNetTrainerFocalDice_2ep_3it__nnUNetPlans_axial__2d_cpu"], tmp_path)
     assert "--npz" not in base and "--npz" in fd and "--c" not in fd
