@@ -3,21 +3,15 @@
 from __future__ import annotations
 
 import json
-import platform
 from dataclasses import asdict
-from importlib.metadata import version
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from nnunet_iph.environment import package_versions
 from nnunet_iph.imageio import write_text
 
 if TYPE_CHECKING:
     from nnunet_iph.demo import DemoModel, DemoSettings
-
-
-def _versions() -> dict[str, str]:
-    pkgs = ("nnunet-iph", "nnunetv2", "torch", "SimpleITK", "numpy")
-    return {"python": platform.python_version(), **{p: version(p) for p in pkgs}}
 
 
 def _dice(value: float) -> str:
@@ -89,7 +83,7 @@ def write_report(workdir: Path, raw: Path, predictions: Path, settings: DemoSett
               f"(models under `{results.relative_to(workdir)}`)",
               "- the exact commands and their output: `logs/`", "",
               "## Reproducibility", "", "```json",
-              json.dumps({"settings": asdict(settings), "versions": _versions(),
+              json.dumps({"settings": asdict(settings), "versions": package_versions(),
                           "wall_time_s": {k: round(v, 1) for k, v in timings.items()},
                           "total_wall_time_s": round(sum(timings.values()), 1)}, indent=2),
               "```", ""]

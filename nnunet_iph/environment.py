@@ -9,7 +9,9 @@ nnU-Net finds ``-tr NAME`` by importing every module of the folders named in
 from __future__ import annotations
 
 import os
+import platform
 import shlex
+from importlib import metadata
 from pathlib import Path
 
 EXT_TRAINER_DIR = Path(__file__).resolve().parent / "nnunet_ext"
@@ -45,3 +47,18 @@ def apply_nnunet_env(workdir: str | os.PathLike | None = None) -> dict[str, str]
 def export_lines(env: dict[str, str]) -> str:
     """Shell ``export`` lines, quoted so that ``eval "$(nnunet-iph env ...)"`` is safe."""
     return "\n".join(f"export {k}={shlex.quote(v)}" for k, v in env.items())
+
+
+VERSION_PACKAGES = ("nnunet-iph", "nnunetv2", "torch", "numpy", "scipy", "pandas", "SimpleITK", "statsmodels",
+                    "matplotlib", "dynamic_network_architectures", "batchgeneratorsv2")
+
+
+def package_versions(packages: tuple[str, ...] = VERSION_PACKAGES) -> dict[str, str | None]:
+    """Python and package versions for the records of a run (None: not installed)."""
+    out: dict[str, str | None] = {"python": platform.python_version()}
+    for name in packages:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out

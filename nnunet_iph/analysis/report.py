@@ -13,10 +13,8 @@ import datetime as _dt
 import html
 import math
 import os
-import platform
 import re
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -24,15 +22,13 @@ import numpy as np
 import pandas as pd
 
 from nnunet_iph.analysis import figures, stats, tables
+from nnunet_iph.environment import package_versions
 from nnunet_iph.imageio import write_csv, write_json, write_text
 
 #: metrics analysed by default, in report order (those present in the table are used)
 DEFAULT_METRICS = ("dice", "iou", "precision", "recall", "hd95_mm", "hd_mm", "assd_mm", "nsd_*", "rvd")
 #: metrics that also get per-site / per-volume-bin tables and box plots
 PRIMARY_METRICS = ("dice", "hd95_mm")
-VERSION_PACKAGES = ("nnunet-iph", "nnunetv2", "numpy", "pandas", "scipy", "statsmodels", "matplotlib",
-                    "SimpleITK", "torch")
-
 
 @dataclass
 class AnalysisSettings:
@@ -174,16 +170,6 @@ def _inline_html(text: str) -> str:
 
 # --------------------------------------------------------------------------------------------
 # helpers
-
-def package_versions() -> dict[str, str | None]:
-    out: dict[str, str | None] = {"python": platform.python_version()}
-    for name in VERSION_PACKAGES:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = None
-    return out
-
 
 def select_metrics(table: pd.DataFrame, wanted: Sequence[str] | None = None) -> list[str]:
     """Metric columns to analyse: ``wanted`` (all must exist) or the defaults present with values."""

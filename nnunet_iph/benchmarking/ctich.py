@@ -32,15 +32,12 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from nnunet_iph.benchmarking.protocol import Protocol
-from nnunet_iph.cluster.experiment import TrainTask
 from nnunet_iph.benchmarking.steps import Step, StepRunner
+from nnunet_iph.cluster.experiment import TrainTask
 from nnunet_iph.imageio import write_csv
 
 DEFAULT_CPU_ENV = {"nnUNet_n_proc_DA": "2", "nnUNet_def_n_proc": "2", "nnUNet_compile": "f",
                    "OMP_WAIT_POLICY": "PASSIVE"}
-PACKAGES = ("nnunet-iph", "nnunetv2", "torch", "numpy", "scipy", "pandas", "SimpleITK", "statsmodels",
-            "dynamic_network_architectures", "batchgeneratorsv2")
-
 
 @dataclass(frozen=True)
 class Workspace:
@@ -96,18 +93,6 @@ def runtime_env(protocol: Protocol, ws: Workspace) -> dict[str, str]:
         env["nnUNet_n_proc_DA"] = "0"
     env["PYTHONUNBUFFERED"] = "1"
     return env
-
-
-def package_versions() -> dict[str, str | None]:
-    from importlib import metadata
-
-    out: dict[str, str | None] = {"python": platform.python_version()}
-    for name in PACKAGES:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = None
-    return out
 
 
 def machine_info() -> dict[str, Any]:

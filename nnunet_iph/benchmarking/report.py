@@ -44,7 +44,8 @@ def step_times(runner: "StepRunner") -> list[dict[str, Any]]:
 def write_results(bench: "CTICHBenchmark", runner: "StepRunner", this_run_s: float) -> dict[str, Any]:
     import pandas as pd
 
-    from nnunet_iph.benchmarking.ctich import copy_protocol, machine_info, package_versions
+    from nnunet_iph.benchmarking.ctich import copy_protocol, machine_info
+    from nnunet_iph.environment import package_versions
     from nnunet_iph.benchmarking.results import headline_markdown, headline_table
 
     p, ws = bench.protocol, bench.ws
