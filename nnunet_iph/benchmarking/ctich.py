@@ -88,11 +88,16 @@ def runtime_env(protocol: Protocol, ws: Workspace) -> dict[str, str]:
             env[key] = os.environ.get(key, value)
         threads = os.environ.get("NNUNET_IPH_TORCH_THREADS", str(protocol.torch_threads))
         env["NNUNET_IPH_TORCH_THREADS"] = threads
-    if protocol.training_seed is not None:  # reproducible training: seeded, augmentation in the main process
-        env["NNUNET_IPH_SEED"] = str(protocol.training_seed)
-        env["nnUNet_n_proc_DA"] = "0"
     env["PYTHONUNBUFFERED"] = "1"
     return env
+
+
+def training_env(protocol: Protocol, env: dict[str, str]) -> dict[str, str]:
+    """``env`` for ``nnUNetv2_train``: with a training seed, seeded and with augmentation in the training
+    process (repeatable). Only there: nnU-Net's planner would call ``torch.set_num_threads(0)``."""
+    if protocol.training_seed is None:
+        return env
+    return {**env, "NNUNET_IPH_SEED": str(protocol.training_seed), "nnUNet_n_proc_DA": "0"}
 
 
 def machine_info() -> dict[str, Any]:
@@ -206,12 +211,12 @@ class CTICHBenchmark:
         """Export the environment in this process too (nnU-Net reads its folders at import time)."""
         os.environ.update(self.env)
 
-    def _run_logged(self, args: list[str], stem: str) -> Path:
+    def _run_logged(self, args: list[str], stem: str, env: dict[str, str] | None = None) -> Path:
         from nnunet_iph.nnunet_cli import run_logged
 
         self.ws.logs.mkdir(parents=True, exist_ok=True)
         log = attempt_log(self.ws.logs, stem)
-        run_logged(args, log, env=self.env)
+        run_logged(args, log, env=env or self.env)
         return log
 
     # -- data --------------------------------------------------------------------------------
@@ -341,7 +346,8 @@ class CTICHBenchmark:
 
             cmd = train_command(self.protocol, run, folder)
             self.log("  $ " + " ".join(cmd[2:]) + f"  (NNUNET_IPH_TORCH_THREADS={self.env.get('NNUNET_IPH_TORCH_THREADS')})")
-            log = self._run_logged(cmd, _safe(f"train_{run.model}_fold{run.fold}"))
+            log = self._run_logged(cmd, _safe(f"train_{run.model}_fold{run.fold}"),
+                                   training_env(self.protocol, self.env))
             info = fold_training_summary(folder, self.protocol.iterations)
             info["log"] = str(log)
             info["resumed"] = "--c" in cmd

@@ -33,6 +33,7 @@ Format (see ``benchmarks/ctich/cpu.toml``)::
     [schedule]
     epochs = 40                         # fixed iteration count: epochs x iterations
     iterations = 50
+    tta = false                         # no mirroring at validation/inference (trainer suffix _noTTA)
 
     [runtime]
     device = "cpu"
@@ -76,7 +77,7 @@ ANALYSIS_KEYS = {"metric_source", "memory_limit_gb"}
 DATA_KEYS = {"positives", "negatives", "seed", "folds", "eval_folds", "tuning_fold"}
 PLAN_KEYS = {"configuration", "spacing_mm", "batch_size", "features_per_stage", "max_patch",
              "arch_configuration", "arch_kwargs", "plans_prefix"}
-SCHEDULE_KEYS = {"epochs", "iterations"}
+SCHEDULE_KEYS = {"epochs", "iterations", "tta"}
 RUNTIME_KEYS = {"device", "torch_threads", "num_processes", "training_seed"}
 MODEL_KEYS = {"name", "trainer", "planes", "arch", "baseline", "configuration", "plans"}
 
@@ -133,6 +134,7 @@ class Protocol:
     plan: PlanSpec | None = None
     epochs: int | None = None
     iterations: int | None = None
+    tta: bool = True
     device: str = "cpu"
     torch_threads: int = 0
     num_processes: int = 2
@@ -153,10 +155,10 @@ class Protocol:
         return next(m for m in self.models if m.baseline)
 
     def scheduled(self, trainer: str) -> str:
-        """The trainer name nnU-Net trains: ``<trainer>_<E>ep_<I>it`` under a fixed schedule."""
+        """The trainer name nnU-Net trains: ``<trainer>_<E>ep_<I>it[_noTTA]`` under a fixed schedule."""
         if self.epochs is None:
             return trainer
-        return f"{trainer}_{self.epochs}ep_{self.iterations}it"
+        return f"{trainer}_{self.epochs}ep_{self.iterations}it" + ("" if self.tta else "_noTTA")
 
     def plans_for(self, model: ModelSpec, plane: str) -> str:
         if model.plans:
@@ -332,8 +334,11 @@ def build_protocol(raw: dict[str, Any], source: Path | None = None) -> Protocol:
     plan = _plan(_check_keys(raw.get("plan"), PLAN_KEYS, "[plan]", source), source) if "plan" in raw else None
     schedule = _check_keys(raw.get("schedule"), SCHEDULE_KEYS, "[schedule]", source)
     epochs = iterations = None
+    tta = schedule.get("tta", True)
+    if not isinstance(tta, bool):
+        raise _err(source, f"[schedule] tta must be true or false, got {tta!r}")
     if schedule:
-        if set(schedule) != SCHEDULE_KEYS:
+        if not {"epochs", "iterations"} <= set(schedule):
             raise _err(source, "[schedule] needs both epochs and iterations")
         epochs = _int(schedule["epochs"], "[schedule] epochs", source, 1)
         iterations = _int(schedule["iterations"], "[schedule] iterations", source, 1)
@@ -381,6 +386,6 @@ def build_protocol(raw: dict[str, Any], source: Path | None = None) -> Protocol:
     return Protocol(name=name, kind=kind, dataset_id=dataset_id, dataset_name=dataset_name, models=models,
                     negatives=negatives, positives=positives, seed=_int(data.get("seed", 0), "[data] seed", source, 0), folds=folds,
                     eval_folds=tuple(eval_folds), tuning_fold=tuning, plan=plan, epochs=epochs,
-                    iterations=iterations, device=device, torch_threads=threads, num_processes=nproc,
+                    iterations=iterations, tta=tta, device=device, torch_threads=threads, num_processes=nproc,
                     training_seed=training_seed, metric_source=metric_source, memory_limit_gb=float(memory),
                     experiment=experiment, description=str(raw.get("description", "")), source=source, raw=raw)

@@ -44,7 +44,7 @@ def step_times(runner: "StepRunner") -> list[dict[str, Any]]:
 def write_results(bench: "CTICHBenchmark", runner: "StepRunner", this_run_s: float) -> dict[str, Any]:
     import pandas as pd
 
-    from nnunet_iph.benchmarking.ctich import copy_protocol, machine_info
+    from nnunet_iph.benchmarking.ctich import copy_protocol, machine_info, training_env
     from nnunet_iph.environment import package_versions
     from nnunet_iph.benchmarking.results import headline_markdown, headline_table
 
@@ -78,7 +78,7 @@ def write_results(bench: "CTICHBenchmark", runner: "StepRunner", this_run_s: flo
     record = {"protocol": p.raw, "protocol_file": str(p.source), "dataset": p.dataset, "selection": selection,
               "eval_folds": list(p.eval_folds), "tuning_fold": p.tuning_fold,
               "validation_cases": {str(f): splits[f]["val"] for f in p.eval_folds},
-              "configurations": configs, "environment": {k: v for k, v in bench.env.items()
+              "configurations": configs, "environment": {k: v for k, v in training_env(p, bench.env).items()
                                                          if not k.startswith("nnUNet_") or k in (
                                                              "nnUNet_n_proc_DA", "nnUNet_def_n_proc",
                                                              "nnUNet_compile")},
@@ -127,9 +127,9 @@ def readme(bench: "CTICHBenchmark", table_md: str, paired, record: dict[str, Any
         lines.append(f"- Settings were chosen on fold {p.tuning_fold}, never on the reported fold(s).")
     if p.epochs:
         lines.append(f"- Schedule: {p.epochs} epochs x {p.iterations} iterations = {p.epochs * p.iterations} "
-                     f"training iterations for every model (`<Trainer>_{p.epochs}ep_{p.iterations}it`), "
+                     f"training iterations for every model (`{p.scheduled('<Trainer>')}`), "
                      "nnU-Net's optimiser, poly learning rate, augmentation and final validation "
-                     "(with its default test-time mirroring).")
+                     + ("(with its default test-time mirroring)." if p.tta else "(without test-time mirroring)."))
     for plane, c in record["configurations"].items():
         lines.append(f"- `{p.plan.configuration}` on plane {plane}: spacing {c['spacing']} mm, patch "
                      f"{c['patch_size']}, batch {c['batch_size']}, PlainConvUNet features {c['features_per_stage']}; "
@@ -146,9 +146,12 @@ def readme(bench: "CTICHBenchmark", table_md: str, paired, record: dict[str, Any
               "- Environment: " + ", ".join(f"`{k}={v}`" for k, v in record["environment"].items()
                                            if k not in ("nnUNet_extTrainer", "PYTHONUNBUFFERED")) + ".",
               "- Versions: " + ", ".join(f"{k} {v}" for k, v in record["versions"].items() if v) + ".",
-              f"- Seeds: case selection and folds {p.seed}; bootstrap {p.seed}. nnU-Net does not seed its "
-              "training (random initialisation, sampling and augmentation in worker processes), so a re-run "
-              "gives somewhat different numbers; see the protocol README.", "",
+              f"- Seeds: case selection and folds {p.seed}; bootstrap {p.seed}; " + (
+                  f"training {p.training_seed} (+ fold; initialisation, sampling and augmentation, the latter in "
+                  "the training process), so a re-run on the same machine and versions repeats the numbers."
+                  if p.training_seed is not None else
+                  "training unseeded (nnU-Net's default: random initialisation, sampling and augmentation in "
+                  "worker processes), so a re-run gives somewhat different numbers."), "",
               "| step | status | attempts | wall time |", "|---|---|---:|---:|"]
     for t in record["steps"]:
         lines.append(f"| {t['step']} | {t['status']} | {t['attempts']} | {_fmt_s(t['wall_s'])} |")

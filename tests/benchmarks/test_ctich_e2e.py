@@ -36,9 +36,11 @@ arch_kwargs = { width = 0.125 }
 [schedule]
 epochs = 1
 iterations = 2
+tta = false
 
 [runtime]
 torch_threads = 1
+training_seed = 0
 
 [analysis]
 # 2-iteration models paint most of the head: our surface distances would need > 20 GB per case
@@ -89,6 +91,10 @@ def test_tiny_ctich_benchmark_runs_and_resumes(physionet_dir, tmp_path):
     # the configuration every model trained on was derived for each plane
     assert set(run["configurations"]) == {"axial", "coronal", "sagittal"}
     assert run["configurations"]["coronal"]["spacing"] == [8.0, 8.0]  # 5 mm slices coarsened to 8 mm too
+    # seeded training without test-time mirroring: the _noTTA schedule variant of every trainer
+    trained = [p.name for p in (work / "nnunet" / "nnUNet_results" / "Dataset618_CTICHtiny").iterdir()
+               if p.name.startswith("nnUNetTrainer")]
+    assert len(trained) == 5 and all("_1ep_2it_noTTA__" in name for name in trained)
 
     # second run: every step is skipped (only the report is rewritten), nothing retrained
     state_before = json.loads((work / "state.json").read_text())

@@ -34,7 +34,8 @@ def test_shipped_cpu_protocol_same_budget_for_every_model():
     assert p.tuning_fold not in p.eval_folds
     runs = p.runs()
     # every run: the same schedule suffix and the same plans family / configuration data
-    assert {r.trainer.rsplit("_", 2)[1:] == [f"{p.epochs}ep", f"{p.iterations}it"] for r in runs} == {True}
+    assert all(r.trainer == p.scheduled(r.trainer.split("_")[0]) for r in runs)
+    assert f"_{p.epochs}ep_{p.iterations}it" in runs[0].trainer
     assert {p.plan.configuration, p.plan.arch_configuration} >= {r.configuration for r in runs}
     names = [m.name for m in p.models]
     assert names[0] == "nnU-Net" and {"focal+Dice", "FPN", "Attention U-Net", "focal+Dice 2.5D"} <= set(names)
@@ -64,6 +65,15 @@ def test_runs_deduplicate_the_ensemble_members_and_name_the_schedule():
     assert p.dataset == "Dataset700_T"
 
 
+def test_schedule_without_tta_names_the_no_tta_variant():
+    raw = minimal()
+    raw["schedule"]["tta"] = False
+    p = build_protocol(raw)
+    assert {r.trainer for r in p.runs()} == {"nnUNetTrainer_2ep_3it_noTTA", "nnUNetTrainerFPN_2ep_3it_noTTA",
+                                             "nnUNetTrainerFocalDice_2ep_3it_noTTA"}
+    assert build_protocol(minimal()).scheduled("nnUNetTrainer") == "nnUNetTrainer_2ep_3it"
+
+
 @pytest.mark.parametrize("change, message", [
     (lambda r: r["data"].update(tuning_fold=0), "tuning_fold 0 is an evaluation fold"),
     (lambda r: r["data"].update(eval_folds=[3]), "eval_folds must be fold numbers 0..2"),
@@ -75,6 +85,7 @@ def test_runs_deduplicate_the_ensemble_members_and_name_the_schedule():
     (lambda r: r["model"][1].update(name="base"), "model names must be unique"),
     (lambda r: r.pop("schedule"), "needs a [schedule]"),
     (lambda r: r["schedule"].pop("iterations"), "needs both epochs and iterations"),
+    (lambda r: r["schedule"].update(tta="no"), "tta must be true or false"),
     (lambda r: r["model"].append({"name": "x"}), "'trainer' (a string) is required"),
 ])
 def test_invalid_protocols_name_the_file_and_the_problem(change, message, tmp_path):
@@ -128,13 +139,18 @@ def test_thread_cap():
 
 
 def test_training_seed_moves_augmentation_into_the_training_process(tmp_path, monkeypatch):
-    from nnunet_iph.benchmarking.ctich import Workspace, runtime_env
+    from nnunet_iph.benchmarking.ctich import Workspace, runtime_env, training_env
 
     monkeypatch.delenv("NNUNET_IPH_TORCH_THREADS", raising=False)
-    plain = runtime_env(build_protocol(minimal()), Workspace(tmp_path))
+    monkeypatch.delenv("nnUNet_n_proc_DA", raising=False)
+    plain_protocol = build_protocol(minimal())
+    plain = training_env(plain_protocol, runtime_env(plain_protocol, Workspace(tmp_path)))
     assert "NNUNET_IPH_SEED" not in plain and plain["NNUNET_IPH_TORCH_THREADS"] == "0"
-    raw = minimal(runtime={"training_seed": 3, "torch_threads": 1})
-    seeded = runtime_env(build_protocol(raw), Workspace(tmp_path))
+    protocol = build_protocol(minimal(runtime={"training_seed": 3, "torch_threads": 1}))
+    base = runtime_env(protocol, Workspace(tmp_path))
+    # planning and preprocessing keep augmentation workers (nnU-Net's planner sets torch threads from them)
+    assert base["nnUNet_n_proc_DA"] == "2" and "NNUNET_IPH_SEED" not in base
+    seeded = training_env(protocol, base)
     assert seeded["NNUNET_IPH_SEED"] == "3" and seeded["nnUNet_n_proc_DA"] == "0"
     assert seeded["NNUNET_IPH_TORCH_THREADS"] == "1" and seeded["nnUNet_raw"].startswith(str(tmp_path))
 
