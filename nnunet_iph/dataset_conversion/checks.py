@@ -12,19 +12,14 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from nnunet_iph.imageio import InputError, sitk_message  # noqa: F401  (re-used by the converters)
+
 #: label values the converted masks may contain (nnU-Net needs consecutive integers from 0)
 DEFAULT_LABELS = {"background": 0, "hemorrhage": 1}
 
 
-class ConversionError(ValueError):
+class ConversionError(InputError):
     """A defect in one input case (or the manifest); the message names file and problem."""
-
-
-def sitk_message(err: Exception) -> str:
-    """The useful last line of a SimpleITK exception (its first lines are C++ source paths)."""
-    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
-    msg = lines[-1] if lines else type(err).__name__
-    return msg.replace("sitk::ERROR: ", "")
 
 
 def fmt_size(image: sitk.Image) -> str:

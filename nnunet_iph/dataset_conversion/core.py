@@ -42,11 +42,11 @@ from nnunet_iph import __version__
 from nnunet_iph.dataset_conversion.checks import (DEFAULT_LABELS, ConversionError, check_image_values,
                                                   check_mask_values, check_volume, describe_mismatch,
                                                   geometry_diff, sitk_message)
-from nnunet_iph.dataset_conversion.sources import GZIP_MAGIC, Volume, read_volume, resample_irregular, \
+from nnunet_iph.dataset_conversion.sources import Volume, read_volume, resample_irregular, \
     source_fingerprint
 from nnunet_iph.dataset_conversion.splits import (SPLIT_FILES, SplitCase, choose_test_patients, kfold_splits,
                                                   loso_splits)
-from nnunet_iph.imageio import atomic_path, write_json
+from nnunet_iph.imageio import GZIP_MAGIC, atomic_path, write_json
 
 #: bump when the conversion of a case changes, so that re-runs redo old outputs
 ENGINE_VERSION = 1

@@ -9,31 +9,22 @@ onto a regular orthogonal grid (:func:`resample_irregular`).
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import os
-import struct
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 
-from nnunet_iph.dataset_conversion.checks import ConversionError, sitk_message
-
-NIFTI_SUFFIXES = (".nii.gz", ".nii")
-GZIP_MAGIC = b"\x1f\x8b"
+from nnunet_iph.dataset_conversion.checks import ConversionError
+from nnunet_iph.imageio import InputError, is_nifti, read_image, sitk_message
 
 # slice-geometry tolerances: DICOM positions are decimal strings, typically to 1e-3 mm or better
 SLICE_GAP_ABS_TOL = 0.01  # mm
 SLICE_GAP_REL_TOL = 0.01  # fraction of the median gap
 TILT_TOL_DEG = 0.1
 IOP_TOL = 1e-4
-
-
-def is_nifti(path: Path) -> bool:
-    return path.is_file() and path.name.lower().endswith(NIFTI_SUFFIXES)
 
 
 @dataclass
@@ -79,87 +70,11 @@ def read_volume(path: str | os.PathLike, role: str) -> Volume:
         raise ConversionError(f"{role} {p}: file not found")
     if p.is_dir():
         return read_dicom_series(p, role)
-    nifti = is_nifti(p)
-    if nifti:
-        check_nifti_complete(p, role)
     try:
-        image = sitk.ReadImage(str(p))
-    except RuntimeError as err:
-        raise ConversionError(f"{role} {p}: unreadable ({sitk_message(err)})") from None
-    if nifti and image.GetPixelID() in (sitk.sitkFloat32, sitk.sitkFloat64):
-        check_nifti_finite(p, role)
-    return Volume(image, p, "nifti" if nifti else "file")
-
-
-def _nifti_data_end(head: bytes) -> int | None:
-    """Byte offset where the voxel data of a NIfTI-1/-2 file ends, from its header; None if not NIfTI."""
-    for endian in "<>":
-        (size,) = struct.unpack(endian + "i", head[:4])
-        if size == 348 and len(head) >= 348:
-            dims = struct.unpack(endian + "8h", head[40:56])
-            bitpix = struct.unpack(endian + "h", head[72:74])[0]
-            offset = int(struct.unpack(endian + "f", head[108:112])[0])
-        elif size == 540 and len(head) >= 540:
-            bitpix = struct.unpack(endian + "h", head[14:16])[0]
-            dims = struct.unpack(endian + "8q", head[16:80])
-            offset = struct.unpack(endian + "q", head[168:176])[0]
-        else:
-            continue
-        n = 1
-        for d in dims[1: max(0, min(int(dims[0]), 7)) + 1]:
-            n *= max(int(d), 1)
-        return max(offset, size) + n * bitpix // 8
-    return None
-
-
-def check_nifti_complete(path: Path, role: str) -> None:
-    """Refuse truncated NIfTI files: SimpleITK reads them without error and fills the rest with zeros.
-
-    Cheap for intact files: the header gives the data size and the gzip trailer the uncompressed size;
-    only when these disagree is the stream decompressed to find out.
-    """
-    with open(path, "rb") as fh:
-        magic = fh.read(2)
-        if magic == GZIP_MAGIC:
-            fh.seek(-4, os.SEEK_END)
-            isize = struct.unpack("<I", fh.read(4))[0]
-            try:
-                with gzip.open(path, "rb") as gz:
-                    head = gz.read(540)
-            except (OSError, EOFError, zlib.error):
-                return  # not a readable gzip: SimpleITK will say so
-            need = _nifti_data_end(head)
-            if need is None or isize == need % (1 << 32):
-                return
-            total = 0
-            try:
-                with gzip.open(path, "rb") as gz:
-                    while chunk := gz.read(1 << 22):
-                        total += len(chunk)
-            except (EOFError, OSError, zlib.error) as err:
-                raise ConversionError(f"{role} {path}: truncated or corrupt gzip stream ({err}); "
-                                      f"the file is incomplete") from None
-        else:
-            fh.seek(0)
-            need = _nifti_data_end(fh.read(540))
-            if need is None:
-                return
-            total = path.stat().st_size
-    if total < need:
-        raise ConversionError(f"{role} {path}: truncated: {total} bytes of voxel data and header, the "
-                              f"header needs {need}")
-
-
-def check_nifti_finite(path: Path, role: str) -> None:
-    """NaN/inf in float NIfTI data: SimpleITK's NIfTI reader turns NaN into 0, so look at the raw data."""
-    try:
-        import nibabel
-    except ImportError:  # pragma: no cover - nibabel comes with nnunetv2
-        return
-    arr = np.asanyarray(nibabel.load(str(path)).dataobj)
-    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
-        raise ConversionError(f"{role} {path}: contains {int(np.isnan(arr).sum())} NaN and "
-                              f"{int(np.isinf(arr).sum())} infinite voxel values")
+        image = read_image(p, role)
+    except InputError as err:
+        raise ConversionError(str(err)) from None
+    return Volume(image, p, "nifti" if is_nifti(p) else "file")
 
 
 def _tag(reader: sitk.ImageFileReader, key: str) -> str | None:
