@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nnunet_iph.networks.blocks import ConvNormAct, Ops, per_axis, round_width
+from nnunet_iph.networks.encoders import Encoder
 
 _MASK_VALUE = float("-inf")  # exact zero weight (Swin's -100 leaves ~1e-44); every token sees itself
 
@@ -254,7 +255,7 @@ def swin_widths(n_stages: int, first_swin_stage: int, embed_dim: int) -> list[in
     return [max(1, min(int(embed_dim * 2.0 ** (s - first_swin_stage)), 8 * embed_dim)) for s in range(n_stages)]
 
 
-class SwinEncoder(nn.Module):
+class SwinEncoder(Encoder):
     """Swin encoder: conv stages at the finest ``first_swin_stage`` resolutions (Swin-Unet starts
     at 1/4 with a 4x4 patch embedding; nnU-Net's plans also want full-resolution features), then
     per stage a patch embedding by the plans' stride and ``depth`` Swin blocks."""
@@ -262,15 +263,11 @@ class SwinEncoder(nn.Module):
     def __init__(self, input_channels: int, ops: Ops, strides, kernel_sizes, width: float = 1.0,
                  embed_dim: int = 96, depth: int = 2, window: int | Sequence[int] = 7,
                  first_swin_stage: int = 2, mlp_ratio: float = 4.0):
-        super().__init__()
-        self.strides = [tuple(s) for s in strides]
-        self.kernel_sizes = [tuple(k) for k in kernel_sizes]
-        self.conv_op = ops.conv_op
+        super().__init__(ops, strides, kernel_sizes)
         n = len(self.strides)
         self.first_swin_stage = min(first_swin_stage, n - 1)
         window = per_axis(window, ops.dim, "window")
         self.output_channels = swin_widths(n, self.first_swin_stage, round_width(embed_dim * width, 8))
-        self.stages = nn.ModuleList()
         cin = input_channels
         for s, (stride, kernel, cout) in enumerate(zip(self.strides, self.kernel_sizes, self.output_channels)):
             if s < self.first_swin_stage:
@@ -280,10 +277,3 @@ class SwinEncoder(nn.Module):
                 self.stages.append(nn.Sequential(PatchEmbed(ops, cin, cout, stride),
                                                   SwinStage(cout, depth, window, mlp_ratio)))
             cin = cout
-
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        skips = []
-        for stage in self.stages:
-            x = stage(x)
-            skips.append(x)
-        return skips
