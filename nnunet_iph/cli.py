@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from nnunet_iph import __version__
@@ -16,12 +17,15 @@ SUBCOMMAND_MODULES = (
     "nnunet_iph.commands.phantom",
     "nnunet_iph.commands.demo",
     "nnunet_iph.commands.analyze",
+    "nnunet_iph.commands.brain_mask",
     "nnunet_iph.commands.plan",
     "nnunet_iph.commands.ensemble",
     "nnunet_iph.commands.predict",
+    "nnunet_iph.commands.volumes",
     "nnunet_iph.commands.evaluate",
     "nnunet_iph.commands.postprocess",
     "nnunet_iph.commands.benchmark",
+    "nnunet_iph.commands.trainers",
 )
 
 
@@ -42,13 +46,34 @@ def _tolerate_ascii_terminals() -> None:
             stream.reconfigure(errors="backslashreplace")
 
 
+def os_error_message(err: OSError) -> str:
+    """One line naming the path: ``PATH: Permission denied`` rather than ``[Errno 13] ...``."""
+    if err.filename is None:
+        return str(err)
+    paths = " -> ".join(str(f) for f in (err.filename, err.filename2) if f is not None)
+    return f"{paths}: {err.strerror or err}"
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. User errors (bad input, bad paths) are one line on stderr and exit 2; Ctrl-C is
+    one line and exit 130 (atomic writes have removed their temporary files by then)."""
     _tolerate_ascii_terminals()
-    args = build_parser().parse_args(argv)
+    prog = "nnunet-iph"
     try:
+        args = build_parser().parse_args(argv)
+        prog = f"nnunet-iph {args.command}"
         return int(args.func(args) or 0)
-    except (FileNotFoundError, ValueError) as err:  # user errors: a message, not a traceback
-        print(f"nnunet-iph {args.command}: error: {err}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print(f"\n{prog}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # the reader went away (``| head``): stop quietly, as other tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit-time flush cannot fail
+        return 141
+    except OSError as err:  # missing, unreadable, unwritable paths, a file where a folder was meant ...
+        print(f"{prog}: error: {os_error_message(err)}", file=sys.stderr)
+        return 2
+    except ValueError as err:  # bad input: a message, not a traceback
+        print(f"{prog}: error: {err}", file=sys.stderr)
         return 2
 
 

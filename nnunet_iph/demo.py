@@ -23,10 +23,10 @@ from nnunet_iph.cluster.experiment import TrainTask
 from nnunet_iph.environment import apply_nnunet_env
 from nnunet_iph.imageio import write_json
 from nnunet_iph.nnunet_cli import run_logged
+from nnunet_iph.planning import PLANES
 
 DATASET_ID = 501
 DATASET_NAME = "IPHPhantom"
-PLANES = ("axial", "coronal", "sagittal")
 NARROW_CONFIGURATION = "2d_narrow"  # the 2d plan with our networks at a CPU-sized width
 
 

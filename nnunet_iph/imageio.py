@@ -14,6 +14,7 @@ written to a hidden temporary name in the destination folder and renamed into pl
 from __future__ import annotations
 
 import contextlib
+import errno
 import gzip
 import json
 import os
@@ -184,6 +185,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     the extension still work.
     """
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + "".join(path.suffixes),
                                dir=path.parent)

@@ -17,10 +17,10 @@ from typing import Iterator
 
 
 @contextlib.contextmanager
-def folder_lock(folder: Path, lock_path: Path, activity: str) -> Iterator[None]:
+def folder_lock(folder: Path, lock_path: Path, activity: str, noun: str = "folder") -> Iterator[None]:
     """Hold the lock of ``folder`` (file ``lock_path``) or raise ``ValueError`` naming the holder.
 
-    ``activity`` names what the other run is doing, for the message ("a conversion").
+    ``activity`` and ``noun`` word the message: "DS: another conversion (pid 12) is writing this dataset".
     """
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     fh = open(lock_path, "a+", encoding="ascii")
@@ -35,7 +35,7 @@ def folder_lock(folder: Path, lock_path: Path, activity: str) -> Iterator[None]:
                 if holder:
                     break
                 time.sleep(0.05)
-            raise ValueError(f"{folder}: {activity} (pid {holder or 'unknown'}) is writing this folder; "
+            raise ValueError(f"{folder}: {activity} (pid {holder or 'unknown'}) is writing this {noun}; "
                              f"wait for it to finish, then run again") from None
         fh.seek(0)
         fh.truncate()

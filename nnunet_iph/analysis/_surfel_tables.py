@@ -2,7 +2,7 @@
 
 Copied verbatim from ``surface_distance/lookup_tables.py`` of https://github.com/deepmind/surface-distance
 (Copyright 2018 Google Inc., Apache License 2.0, the licence of this project too) so that the
-'surfel' convention of :mod:`nnunet_iph.analysis.metrics` reproduces that library exactly without
+'surfel' convention of :mod:`nnunet_iph.analysis.surface_distance` reproduces that library exactly without
 depending on it. Each entry lists the normals of the triangles of one code; a normal's length is
 the triangle's area for unit spacing.
 """

@@ -55,10 +55,6 @@ class PredictionSource:
         p = self.pred_dir / "summary.json"
         return p if p.is_file() else None
 
-    @property
-    def system_key(self) -> tuple[str, str, str, str]:
-        return (self.split, self.model, self.plans, self.configuration)
-
 
 @dataclass
 class Collection:
@@ -181,17 +177,29 @@ def case_files(folder: Path, file_ending: str = DEFAULT_FILE_ENDING) -> dict[str
             if not p.name.startswith(".")}
 
 
+def _read_csv(path: Path, **kwargs: Any) -> pd.DataFrame:
+    """``pd.read_csv`` whose failures (empty file, bad quoting, not text) name the file."""
+    try:
+        return pd.read_csv(path, **kwargs)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path}: not a readable CSV table ({err})") from None
+
+
 def load_cases(path: str | os.PathLike) -> pd.DataFrame:
     """Read ``cases.csv``; the key column ``case_id`` (or ``case``) becomes ``case``; must be unique."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"cases file {path} does not exist")
-    cases = pd.read_csv(path, dtype={"case_id": str, "case": str})
+    cases = _read_csv(path, dtype={"case_id": str, "case": str})
     key = "case_id" if "case_id" in cases.columns else "case" if "case" in cases.columns else None
     if key is None:
-        raise ValueError(f"{path}: no 'case_id' column (have: {', '.join(cases.columns)})")
+        raise ValueError(f"{path}: no 'case_id' column (have: {', '.join(map(str, cases.columns))})")
     cases = cases.rename(columns={key: "case"})
+    blank = cases["case"].isna() | (cases["case"].astype(str).str.strip() == "")
+    if blank.any():
+        raise ValueError(f"{path}: empty case_id on line(s) {(np.flatnonzero(blank) + 2).tolist()[:10]}")
     cases["case"] = cases["case"].astype(str).str.strip()
+    _check_numeric(cases, path)
     dup = cases["case"][cases["case"].duplicated()].unique().tolist()
     if dup:
         raise ValueError(f"{path}: duplicated case_id(s) {dup[:10]}{' ...' if len(dup) > 10 else ''}")
@@ -236,10 +244,10 @@ def resolve_reference_dir(src: PredictionSource, labels_dir: str | os.PathLike |
             return cand
     if src.summary_json is not None:
         try:
-            entries = json.loads(src.summary_json.read_text(encoding="utf-8")).get("metric_per_case", [])
-        except (OSError, json.JSONDecodeError):
+            entries = summary_entries(src.summary_json)
+        except ValueError:  # reported when (if) its metrics are read
             entries = []
-        dirs = {Path(e["reference_file"]).parent for e in entries if e.get("reference_file")}
+        dirs = {Path(e["reference_file"]).parent for e in entries if isinstance(e.get("reference_file"), str)}
         if len(dirs) == 1 and next(iter(dirs)).is_dir():
             return next(iter(dirs))
     return None
@@ -248,22 +256,65 @@ def resolve_reference_dir(src: PredictionSource, labels_dir: str | os.PathLike |
 # --------------------------------------------------------------------------------------------
 # metrics per source
 
+def summary_entries(summary_json: str | os.PathLike) -> list[dict[str, Any]]:
+    """The ``metric_per_case`` entries of an nnU-Net summary.json, checked for shape.
+
+    Raises ``ValueError`` naming the file (never a ``KeyError`` / ``AttributeError`` traceback):
+    not JSON, not an object, no ``metric_per_case`` list, no cases, an entry without a
+    ``prediction_file`` string or a ``metrics`` object per label.
+    """
+    path = Path(summary_json)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path}: not a readable JSON file ({err})") from None
+    entries = data.get("metric_per_case") if isinstance(data, dict) else None
+    if not isinstance(entries, list):
+        got = f"a JSON {type(data).__name__}" if not isinstance(data, dict) else "no 'metric_per_case' list"
+        raise ValueError(f"{path}: not an nnU-Net summary.json (expected an object with a 'metric_per_case' "
+                         f"list, got {got})")
+    if not entries:
+        raise ValueError(f"{path}: 'metric_per_case' is empty: no case to analyse")
+    for i, entry in enumerate(entries):
+        ok = (isinstance(entry, dict) and isinstance(entry.get("prediction_file"), str)
+              and isinstance(entry.get("metrics"), dict) and entry["metrics"]
+              and all(isinstance(m, dict) for m in entry["metrics"].values()))
+        if not ok:
+            raise ValueError(f"{path}: metric_per_case[{i}] is malformed (expected 'prediction_file' and a "
+                             "'metrics' object per label)")
+    return entries
+
+
+def _summary_number(value: Any, path: Path, case: str, label: str, key: str, upper: float | None) -> float:
+    """A metric of summary.json as a float: None / NaN stay NaN (nnU-Net's "undefined"); anything
+    else that is not a number within [0, upper] is an error naming file, case and label."""
+    if value is None:
+        return np.nan
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{path}: case {case}, label {label}: {key} = {value!r} is not a number")
+    v = float(value)
+    if not np.isnan(v) and not (0.0 <= v <= (upper if upper is not None else np.inf)):
+        raise ValueError(f"{path}: case {case}, label {label}: {key} = {value!r} outside "
+                         f"[0, {upper if upper is not None else 'inf'}]")
+    return v
+
+
 def metrics_from_summary(summary_json: Path, file_ending: str = DEFAULT_FILE_ENDING) -> pd.DataFrame:
     """Per-case rows from nnU-Net's summary.json: Dice, IoU, precision, recall, specificity, counts."""
-    data = json.loads(Path(summary_json).read_text(encoding="utf-8"))
+    path = Path(summary_json)
     rows = []
-    for entry in data.get("metric_per_case", []):
+    for entry in summary_entries(path):
         name = Path(entry["prediction_file"]).name
         case = name[: -len(file_ending)] if name.endswith(file_ending) else name.split(".")[0]
         for label, m in entry["metrics"].items():
-            tp, fp, fn, tn = (float(m.get(k, np.nan)) for k in ("TP", "FP", "FN", "TN"))
+            num = lambda key, upper=None: _summary_number(m.get(key), path, case, label, key, upper)  # noqa: E731
+            tp, fp, fn, tn = (num(k) for k in ("TP", "FP", "FN", "TN"))
+            n_ref, n_pred = num("n_ref"), num("n_pred")
             div = lambda a, b: a / b if b > 0 else np.nan  # noqa: E731
-            rows.append({"case": case, "label": label, "dice": float(m["Dice"]) if m.get("Dice") is not None
-                         else np.nan, "iou": float(m["IoU"]) if m.get("IoU") is not None else np.nan,
+            rows.append({"case": case, "label": str(label), "dice": num("Dice", 1.0), "iou": num("IoU", 1.0),
                          "precision": div(tp, tp + fp), "recall": div(tp, tp + fn),
-                         "specificity": div(tn, tn + fp), "n_ref_voxels": m.get("n_ref"),
-                         "n_pred_voxels": m.get("n_pred"), "empty_ref": m.get("n_ref") == 0,
-                         "empty_pred": m.get("n_pred") == 0,
+                         "specificity": div(tn, tn + fp), "n_ref_voxels": n_ref, "n_pred_voxels": n_pred,
+                         "empty_ref": n_ref == 0, "empty_pred": n_pred == 0,
                          "prediction_file": entry.get("prediction_file"),
                          "reference_file": entry.get("reference_file")})
     return pd.DataFrame(rows)
@@ -407,6 +458,10 @@ def collect(sources: Sequence[PredictionSource], cases: pd.DataFrame | str | os.
             unknown = set(frame["case"]) - set(pred_files)
             if unknown:
                 messages.append(f"{src.summary_json}: {len(unknown)} case(s) without a prediction file")
+            unscored = sorted(set(pred_files) - set(frame["case"]))
+            if unscored:
+                messages.append(f"{src.summary_json}: {len(unscored)} prediction file(s) not in summary.json "
+                                f"(stale summary?), so without metrics: {unscored[:10]}")
         else:
             if ref_dir is None or not ref_dir.is_dir():
                 raise FileNotFoundError(f"no reference labels for {src.pred_dir} (split {src.split}): pass the "
@@ -437,7 +492,8 @@ def collect(sources: Sequence[PredictionSource], cases: pd.DataFrame | str | os.
     table = add_display_columns(table)
     if cases is not None:
         table = join_cases(table, cases)
-    return Collection(order_columns(table), list(sources), messages)
+    table, notes = normalize_demographics(table)
+    return Collection(order_columns(table), list(sources), messages + notes)
 
 
 def check_duplicates(table: pd.DataFrame) -> None:
@@ -502,6 +558,36 @@ def join_cases(table: pd.DataFrame, cases: pd.DataFrame | str | os.PathLike) -> 
     return out
 
 
+def normalize_demographics(table: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """``sex`` and ``age`` through :mod:`nnunet_iph.demographics`; notes list every change.
+
+    Why: ``F``/``female``/``m`` would each be a level of the OLS sex term, and an age of ``abc``,
+    ``-5`` or ``250`` a silently dropped case or a wild number. The notes give the mapping once and
+    then each value mapped or blanked, with its number of cases.
+    """
+    from nnunet_iph.demographics import describe_mapping, normalize_age, normalize_sex
+
+    table = table.copy()
+    notes: list[str] = []
+    for col, normalize in (("sex", normalize_sex), ("age", normalize_age)):
+        if col not in table.columns:
+            continue
+        done = [normalize(v) for v in table[col]]
+        first = ~table["case"].duplicated().to_numpy()  # count cases, not rows
+        changes: dict[str, int] = {}
+        for raw, (value, note), count_it in zip(table[col], done, first):
+            if note is None and col == "sex" and value is not None and str(raw).strip() != value:
+                note = f"sex {str(raw)!r} -> {value!r}"
+            if note is not None:
+                changes[note] = changes.get(note, 0) + int(count_it)
+        notes += [f"{change} ({n} case(s))" for change, n in changes.items()]
+        table[col] = pd.Series([v for v, _ in done], index=table.index,
+                               dtype=object if col == "sex" else float)
+    if notes:
+        notes.insert(0, f"demographics normalised: {describe_mapping()}")
+    return table, notes
+
+
 def order_columns(table: pd.DataFrame) -> pd.DataFrame:
     first = [c for c in KEY_COLUMNS if c in table.columns]
     last = [c for c in ("prediction_file", "reference_file", "pred_dir") if c in table.columns]
@@ -516,11 +602,15 @@ def load_metrics_csv(path: str | os.PathLike, name: str | None = None) -> pd.Dat
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"metrics CSV {path} does not exist")
-    df = pd.read_csv(path, dtype={"case": str, "case_id": str, "label": str, "fold": str})
+    df = _read_csv(path, dtype={"case": str, "case_id": str, "label": str, "fold": str})
     if "case" not in df.columns:
         if "case_id" not in df.columns:
-            raise ValueError(f"{path}: no 'case' column (have: {', '.join(df.columns)})")
+            raise ValueError(f"{path}: no 'case' column (have: {', '.join(map(str, df.columns))})")
         df = df.rename(columns={"case_id": "case"})
+    blank = df["case"].isna() | (df["case"].astype(str).str.strip() == "")
+    if blank.any():
+        raise ValueError(f"{path}: empty case on line(s) {(np.flatnonzero(blank) + 2).tolist()[:10]}")
+    _check_numeric(df, path)
     defaults = {"split": "validation", "model": name or path.stem.removesuffix(".csv"), "plans": "-",
                 "configuration": "-", "fold": "-", "label": "1"}
     for col, val in defaults.items():
@@ -530,6 +620,23 @@ def load_metrics_csv(path: str | os.PathLike, name: str | None = None) -> pd.Dat
             df[col] = name
     df = df.drop(columns=[c for c in ("system", "row") if c in df.columns])
     return df
+
+
+def _check_numeric(df: pd.DataFrame, path: Path) -> None:
+    """Metric and volume (``*_ml``) columns must hold numbers: text would become a silent NaN."""
+    from nnunet_iph.analysis.stats import metric_direction
+
+    for col in df.columns:
+        if not (metric_direction(str(col)) is not None or str(col).endswith("_ml")):
+            continue
+        raw = df[col]
+        num = pd.to_numeric(raw, errors="coerce")
+        bad = raw.notna() & num.isna() & ~raw.astype(str).str.strip().str.lower().isin(["", "nan"])
+        if bad.any():
+            lines = (np.flatnonzero(bad) + 2).tolist()
+            raise ValueError(f"{path}: column '{col}' has non-numeric value(s) {raw[bad].unique().tolist()[:5]} "
+                             f"on line(s) {lines[:10]}")
+        df[col] = num
 
 
 def table_from_metrics_csvs(specs: Sequence[str], cases: pd.DataFrame | str | os.PathLike | None = None,
@@ -554,7 +661,8 @@ def table_from_metrics_csvs(specs: Sequence[str], cases: pd.DataFrame | str | os
     table = add_display_columns(table)
     if cases is not None:
         table = join_cases(table, cases)
-    return Collection(order_columns(table), [], messages)
+    table, notes = normalize_demographics(table)
+    return Collection(order_columns(table), [], messages + notes)
 
 
 def restrict_to_common_cases(table: pd.DataFrame, model_col: str = "system") -> tuple[pd.DataFrame, list[str]]:
@@ -574,4 +682,4 @@ def restrict_to_common_cases(table: pd.DataFrame, model_col: str = "system") -> 
 __all__ = ["PredictionSource", "Collection", "discover_sources", "parse_source_spec", "case_files", "load_cases",
            "resolve_reference_dir", "metrics_from_summary", "metrics_from_evaluation", "add_display_columns",
            "collect", "check_duplicates", "join_cases", "load_metrics_csv", "table_from_metrics_csvs",
-           "restrict_to_common_cases"]
+           "restrict_to_common_cases", "summary_entries", "normalize_demographics"]

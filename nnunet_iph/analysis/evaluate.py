@@ -14,18 +14,21 @@ versions). Written atomically.
 from __future__ import annotations
 
 import math
-import multiprocessing
 import os
 import platform
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
 from nnunet_iph.analysis import metrics as M
+from nnunet_iph.analysis.label_values import (LabelValues, check_label_image, dataset_values, labels_from_dataset_json,
+                                              parse_value_map)
+from nnunet_iph.analysis.metric_table import summary_metrics
+from nnunet_iph.analysis.output_paths import check_output_file, reporting_write_errors
+from nnunet_iph.parallel import run_jobs
 
 if TYPE_CHECKING:  # pragma: no cover
     import SimpleITK as sitk
@@ -33,10 +36,8 @@ if TYPE_CHECKING:  # pragma: no cover
 #: file endings nnU-Net (SimpleITKIO) writes and reads, longest first
 FILE_ENDINGS = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".gipl")
 
-#: metrics summarised (mean/SD/median); counts are summed
-SUMMARY_METRICS = ("dice", "iou", "precision", "recall", "specificity", "hd95_mm", "hd_mm", "assd_mm",
-                   "rvd", "volume_ref_ml", "volume_pred_ml")
-COUNT_COLUMNS = ("n_lesions_ref", "lesions_detected", "lesions_missed", "lesions_false_positive")
+#: lesion counts, summed in the summary (the metric table's ``summary='sum'`` entries)
+COUNT_COLUMNS = tuple(summary_metrics("sum"))
 
 
 @dataclass
@@ -50,6 +51,7 @@ class EvaluationOptions:
     labels: list[Any] | None = None
     min_overlap_voxels: int = 1
     lesion_connectivity: str = "full (26 in 3D, 8 in 2D)"
+    values: LabelValues = field(default_factory=LabelValues)
     empty_policy: str = field(default=M.EMPTY_POLICY)
 
     def metric_kwargs(self) -> dict[str, Any]:
@@ -76,7 +78,8 @@ def find_cases(folder: str | os.PathLike, file_ending: str | None = None) -> dic
     """Case name -> image file of a folder (not recursive)."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise FileNotFoundError(f"folder {folder} does not exist")
+        raise FileNotFoundError(f"folder {folder} is a file, not a folder" if folder.exists()
+                                else f"folder {folder} does not exist")
     cases: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
         split = split_case_name(path.name, file_ending)
@@ -133,33 +136,53 @@ def check_geometry(ref: "sitk.Image", pred: "sitk.Image", ref_path: Path, pred_p
                          + "; ".join(problems))
 
 
-def read_pair(ref_path: Path, pred_path: Path) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
-    """Both label maps (z, y, x arrays) and the spacing in array order, geometry checked."""
+def read_pair(ref_path: Path, pred_path: Path, values: LabelValues | None = None
+              ) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
+    """Both label maps (z, y, x arrays) and the spacing in array order, geometry checked.
+
+    Read by :func:`nnunet_iph.imageio.read_image` (truncated, empty or corrupt files are refused,
+    naming them) and turned into label maps by ``values`` (non-label data is refused).
+    """
     import SimpleITK as sitk
 
-    ref_img = sitk.ReadImage(str(ref_path))
-    pred_img = sitk.ReadImage(str(pred_path))
+    from nnunet_iph.imageio import read_image
+
+    values = values or LabelValues()
+    ref_img = read_image(ref_path, "reference")
+    pred_img = read_image(pred_path, "prediction")
+    check_label_image(ref_img, ref_path, "reference")
+    check_label_image(pred_img, pred_path, "prediction")
     check_geometry(ref_img, pred_img, ref_path, pred_path)
-    return sitk.GetArrayFromImage(ref_img), sitk.GetArrayFromImage(pred_img), M.spacing_from_sitk(ref_img)
+    ref = values.to_labels(sitk.GetArrayFromImage(ref_img), ref_path, "reference")
+    pred = values.to_labels(sitk.GetArrayFromImage(pred_img), pred_path, "prediction")
+    return ref, pred, M.spacing_from_sitk(ref_img)
 
 
-def labels_from_dataset_json(path: str | os.PathLike) -> list[M.Label]:
-    """Foreground labels (ints, or tuples for nnU-Net regions) of an nnU-Net ``dataset.json``."""
-    import json
+def resolve_labels(ref_dir: str | os.PathLike, labels: Sequence[M.Label | str] | None = None,
+                   dataset_json: str | os.PathLike | None = None, value_map: Mapping[int, int] | Iterable[str]
+                   | None = None, threshold: float | None = None) -> tuple[list[M.Label] | None, LabelValues]:
+    """The labels to score and how images become label maps.
 
-    data = json.loads(Path(path).read_text(encoding="utf-8"))
-    out: list[M.Label] = []
-    for name, value in data.get("labels", {}).items():
-        if name == "ignore":
-            continue
-        if isinstance(value, (list, tuple)):
-            value = tuple(int(v) for v in value)
-            if value == (0,):
-                continue
-            out.append(value if len(value) > 1 else value[0])
-        elif int(value) != 0:
-            out.append(int(value))
-    return out
+    ``labels`` (ints / regions ``1+2``; label 0 only when listed here) win; else the foreground
+    labels of ``dataset_json`` (default ``REF_DIR/../dataset.json`` when present); else None (every
+    label found). With a dataset.json, voxel values outside its labels are refused.
+    """
+    candidate = Path(dataset_json) if dataset_json else Path(ref_dir).resolve().parent / "dataset.json"
+    if dataset_json and not candidate.is_file():
+        raise FileNotFoundError(f"dataset.json {dataset_json} does not exist")
+    known = candidate.is_file()
+    parsed = [M.parse_label(label) for label in labels] if labels else None
+    if parsed is None and known:
+        parsed = labels_from_dataset_json(candidate) or None
+    scored = {v for label in parsed or () for v in (label if isinstance(label, tuple) else (label,))}
+    allowed = tuple(sorted(set(dataset_values(candidate)) | scored)) if known else None
+    foreground = sorted(scored - {0})
+    if threshold is not None and len(foreground) > 1:
+        raise ValueError(f"--threshold makes one foreground label, but labels {foreground} are scored; "
+                         "pass --labels with one label")
+    return parsed, LabelValues(allowed, f"dataset.json {candidate}" if known else None, parse_value_map(value_map),
+                               None if threshold is None else float(threshold),
+                               foreground[0] if foreground else 1)
 
 
 # --------------------------------------------------------------------------------------------
@@ -168,7 +191,7 @@ def labels_from_dataset_json(path: str | os.PathLike) -> list[M.Label]:
 def evaluate_pair(case: str, ref_path: Path, pred_path: Path, options: EvaluationOptions
                   ) -> list[dict[str, Any]]:
     """Rows of one case (``labels=None``: the labels present in either image)."""
-    ref, pred, spacing = read_pair(ref_path, pred_path)
+    ref, pred, spacing = read_pair(ref_path, pred_path, options.values)
     rows = M.case_metrics(ref, pred, spacing, options.labels, **options.metric_kwargs())
     if options.labels is None:  # both-empty case: no label present, filled in later
         present = set(M.present_labels(ref, pred))
@@ -176,8 +199,8 @@ def evaluate_pair(case: str, ref_path: Path, pred_path: Path, options: Evaluatio
     return [{"case": case, **row} for row in rows]
 
 
-def _evaluate_star(args):
-    return evaluate_pair(*args)
+def _evaluate_job(job: tuple[str, Path, Path, EvaluationOptions]) -> list[dict[str, Any]]:
+    return evaluate_pair(*job)
 
 
 def evaluate_folders(ref_dir: str | os.PathLike, pred_dir: str | os.PathLike, *,
@@ -187,75 +210,64 @@ def evaluate_folders(ref_dir: str | os.PathLike, pred_dir: str | os.PathLike, *,
                      hd95_variant: str = M.DEFAULT_HD95_VARIANT, percentile: float = M.DEFAULT_PERCENTILE,
                      empty_penalty: str = M.DEFAULT_EMPTY_PENALTY, min_overlap_voxels: int = 1,
                      file_ending: str | None = None, subset: bool = False, num_workers: int = 1,
-                     dataset_json: str | os.PathLike | None = None, progress: bool = True) -> pd.DataFrame:
+                     dataset_json: str | os.PathLike | None = None, threshold: float | None = None,
+                     map_labels: Mapping[int, int] | Iterable[str] | None = None,
+                     progress: bool = True) -> pd.DataFrame:
     """The per-case table of a prediction folder (and, when paths are given, CSV + summary JSON).
 
     ``labels``: ints / regions (``1+2``); default: ``dataset_json`` (or ``REF_DIR/../dataset.json``
     when present), else every label found in any reference or prediction. Every case gets a row
-    for every label, a label absent from both images being a correct negative.
+    for every label, a label absent from both images being a correct negative. Images that are no
+    label maps are refused unless ``threshold`` (probability maps) or ``map_labels`` (``255=1``)
+    says how to read them (see :func:`resolve_labels`). Output paths are checked before any image
+    is read; the CSV and the summary are written together or not at all.
     """
     options = EvaluationOptions(surface=surface, nsd_tolerance_mm=float(nsd_tolerance_mm),
                                 hd95_variant=hd95_variant, percentile=float(percentile),
                                 empty_penalty=empty_penalty, min_overlap_voxels=int(min_overlap_voxels))
-    M._check_options(surface, hd95_variant, empty_penalty, percentile, nsd_tolerance_mm)
-    if labels:
-        options.labels = [M.parse_label(label) for label in labels]
-    else:
-        candidate = Path(dataset_json) if dataset_json else Path(ref_dir).resolve().parent / "dataset.json"
-        if candidate.is_file():
-            options.labels = labels_from_dataset_json(candidate) or None
-        elif dataset_json:
-            raise FileNotFoundError(f"dataset.json {dataset_json} does not exist")
+    M.check_options(surface, hd95_variant, empty_penalty, percentile, nsd_tolerance_mm)
+    options.labels, options.values = resolve_labels(ref_dir, labels, dataset_json, map_labels, threshold)
+    outputs = _output_paths(output_csv, summary_json)
     pairs = pair_cases(ref_dir, pred_dir, file_ending, subset)
     jobs = [(case, r, p, options) for case, r, p in pairs]
     rows: list[dict[str, Any]] = []
-    bar = _progress(len(jobs), progress, "evaluate")
-    try:
-        if num_workers > 1 and len(jobs) > 1:
-            ctx = multiprocessing.get_context("spawn")  # safe with torch/threads in the parent
-            with ProcessPoolExecutor(max_workers=min(num_workers, len(jobs)), mp_context=ctx) as pool:
-                for result in pool.map(_evaluate_star, jobs, chunksize=1):
-                    rows.extend(result)
-                    bar.update(1)
-        else:
-            for job in jobs:
-                rows.extend(_evaluate_star(job))
-                bar.update(1)
-    finally:
-        bar.close()
+    for _, result in run_jobs(_evaluate_job, jobs, num_workers, desc="evaluate", progress=progress):
+        rows.extend(result)
     table = _complete_table(rows, [case for case, _, _ in pairs], options)
-    if output_csv is not None:
-        from nnunet_iph.imageio import write_csv, write_json
-
-        write_csv(table, output_csv)
-        summary = summarize(table, options, ref_dir=ref_dir, pred_dir=pred_dir)
-        write_json(summary, summary_json or default_summary_path(output_csv))
-    elif summary_json is not None:
-        from nnunet_iph.imageio import write_json
-
-        write_json(summarize(table, options, ref_dir=ref_dir, pred_dir=pred_dir), summary_json)
+    if outputs:
+        _write_outputs(table, summarize(table, options, ref_dir=ref_dir, pred_dir=pred_dir), *outputs)
     return table
+
+
+def _output_paths(output_csv: str | os.PathLike | None, summary_json: str | os.PathLike | None
+                  ) -> tuple[Path | None, Path] | None:
+    """(CSV or None, summary JSON) checked for writing, or None when nothing is to be written."""
+    if output_csv is None and summary_json is None:
+        return None
+    csv = check_output_file(output_csv, "per-case CSV") if output_csv is not None else None
+    summary = check_output_file(summary_json or default_summary_path(csv), "summary JSON")
+    if csv is not None and csv.resolve() == summary.resolve():
+        raise ValueError(f"per-case CSV and summary JSON are the same file {csv}")
+    return csv, summary
+
+
+def _write_outputs(table: pd.DataFrame, summary: dict[str, Any], csv: Path | None, summary_path: Path) -> None:
+    """Both files or neither: each goes to a temporary name first, renamed when both are complete."""
+    import json
+
+    from nnunet_iph.imageio import atomic_path
+
+    with reporting_write_errors("evaluation results"), atomic_path(summary_path) as tmp_json:
+        tmp_json.write_text(json.dumps(summary, indent=2, default=str) + "\n", encoding="utf-8")
+        if csv is not None:
+            with atomic_path(csv) as tmp_csv:
+                table.to_csv(tmp_csv, index=False)
 
 
 def default_summary_path(output_csv: str | os.PathLike) -> Path:
     """``metrics.csv`` -> ``metrics_summary.json`` next to it."""
     p = Path(output_csv)
     return p.with_name((p.name[:-4] if p.name.endswith(".csv") else p.name) + "_summary.json")
-
-
-def _progress(total: int, enabled: bool, desc: str):
-    try:
-        from tqdm import tqdm
-
-        return tqdm(total=total, desc=desc, unit="case", disable=not enabled, leave=False)
-    except ImportError:  # pragma: no cover
-        class _Null:
-            def update(self, n):
-                pass
-
-            def close(self):
-                pass
-        return _Null()
 
 
 def _complete_table(rows: list[dict[str, Any]], cases: list[str], options: EvaluationOptions) -> pd.DataFrame:
@@ -305,8 +317,7 @@ def summarize(table: pd.DataFrame, options: EvaluationOptions | None = None, **i
     """Per label: counts of each empty kind, and mean/SD/median/n of every metric over all cases
     and over the cases with a non-empty reference; plus the mean over labels (foreground mean)."""
     options = options or EvaluationOptions()
-    nsd = M.nsd_column(options.nsd_tolerance_mm)
-    metrics = [m for m in SUMMARY_METRICS if m in table] + ([nsd] if nsd in table else [])
+    metrics = [m for m in summary_metrics("mean", options.nsd_tolerance_mm) if m in table]
     per_label: dict[str, Any] = {}
     for label, group in table.groupby(table["label"].astype(str), sort=False):
         positive = group[~group["empty_ref"].astype(bool)]
@@ -374,5 +385,6 @@ def format_summary(summary: dict[str, Any], metrics: Iterable[str] | None = None
 
 
 __all__ = ["FILE_ENDINGS", "EvaluationOptions", "find_cases", "pair_cases", "check_geometry", "read_pair",
-           "labels_from_dataset_json", "evaluate_pair", "evaluate_folders", "summarize", "empty_counts",
+           "labels_from_dataset_json", "resolve_labels", "evaluate_pair", "evaluate_folders", "summarize",
+           "empty_counts",
            "format_summary", "package_versions", "default_summary_path", "split_case_name"]

@@ -30,10 +30,8 @@ from scipy import stats as sps
 # --------------------------------------------------------------------------------------------
 # metric metadata
 
-#: metrics for which a larger value is better; everything in mm is smaller-is-better
-_HIGHER = ("dice", "iou", "precision", "recall", "specificity", "f1", "sensitivity")
-_LOWER = ("hd95_mm", "hd_mm", "assd_mm", "lesions_missed", "lesions_false_positive")
-_ZERO = ("rvd",)
+#: better direction of every metric: the one metric table (re-exported here for the statistics)
+from nnunet_iph.analysis.metric_table import metric_direction  # noqa: E402,F401
 
 #: default volume strata in mL (left-closed); an empty reference gets its own stratum
 DEFAULT_VOLUME_BINS: tuple[float, ...] = (0.0, 5.0, 15.0, 30.0, 60.0, math.inf)
@@ -42,17 +40,6 @@ DEFAULT_VOLUME_BINS: tuple[float, ...] = (0.0, 5.0, 15.0, 30.0, 60.0, math.inf)
 DEFAULT_COVARIATES: tuple[str, ...] = ("reference_volume_ml", "age", "sex", "site")
 #: covariates always entered as categorical
 CATEGORICAL_COVARIATES: frozenset[str] = frozenset({"sex", "site"})
-
-
-def metric_direction(metric: str) -> str | None:
-    """``'higher'``, ``'lower'`` or ``'zero'`` (closest to 0 is best), None for non-scores."""
-    if metric in _HIGHER or metric.startswith("nsd_"):
-        return "higher"
-    if metric in _LOWER or metric.endswith("_mm"):
-        return "lower"
-    if metric in _ZERO:
-        return "zero"
-    return None
 
 
 # --------------------------------------------------------------------------------------------
@@ -170,6 +157,10 @@ def grouped_summary(df: pd.DataFrame, metric: str, by: str | Sequence[str],
     return out.reset_index(drop=True)
 
 
+#: the volume stratum of cases without a reference volume
+NO_VOLUME = "(no volume)"
+
+
 def volume_bins(reference_ml: pd.Series, edges: Sequence[float] = DEFAULT_VOLUME_BINS) -> pd.Series:
     """Categorical volume stratum per case; an empty reference (0 mL) is its own 'empty' stratum."""
     ref = pd.to_numeric(reference_ml, errors="coerce").astype(float)
@@ -178,8 +169,9 @@ def volume_bins(reference_ml: pd.Series, edges: Sequence[float] = DEFAULT_VOLUME
         labels.append(f">={lo:g} mL" if math.isinf(hi) else
                       (f"<{hi:g} mL" if lo <= 0 else f"{lo:g}-{hi:g} mL"))
     out = pd.cut(ref, bins=list(edges), right=False, labels=labels, include_lowest=True)
-    out = out.cat.add_categories(["empty"]).cat.reorder_categories(["empty", *labels])
+    out = out.cat.add_categories(["empty", NO_VOLUME]).cat.reorder_categories(["empty", *labels, NO_VOLUME])
     out[ref <= 0] = "empty"
+    out[ref.isna()] = NO_VOLUME  # a stratum of its own, not silently absent from the table
     return out
 
 
@@ -290,6 +282,12 @@ def ols_per_model(df: pd.DataFrame, metric: str, model_col: str = "system",
         if n_nonfinite:
             res["messages"].append(f"{n_nonfinite} case(s) with non-finite {metric} excluded")
         data = data[np.isfinite(data["y"].astype(float))]
+        if not len(data):
+            res["messages"].append(f"no finite {metric} value: model not fitted")
+            res.update(formula=None, n=0, dropped_terms=[], r2=np.nan, r2_adj=np.nan, f_statistic=np.nan,
+                       f_pvalue=np.nan, df_model=np.nan, df_resid=np.nan, aic=np.nan, bic=np.nan, coefficients=[])
+            results.append(res)
+            continue
         frame, kept, dropped, msgs = _prepare_covariates(data, covariates)
         res["messages"] += msgs
         res["dropped_terms"] = dropped
@@ -341,9 +339,12 @@ def anova_oneway(df: pd.DataFrame, metric: str, model_col: str = "system") -> di
     nonempty = [g for g in groups if len(g)]
     n_excluded = int(sum((df[model_col].astype(str) == s).sum() for s in systems) - sum(map(len, groups)))
     out: dict[str, Any] = {"metric": metric, "k": len(nonempty), "N": int(sum(map(len, nonempty))),
-                           "n_excluded_nonfinite": n_excluded, "messages": []}
+                           "n_excluded_nonfinite": n_excluded, "messages": [],
+                           "dropped_systems": [{"system": s, "reason": f"no finite {metric} value"}
+                                               for s, g in zip(systems, groups) if not len(g)]}
     if n_excluded:
         out["messages"].append(f"{n_excluded} non-finite {metric} value(s) excluded")
+    out["messages"] += [f"{d['system']} dropped: {d['reason']}" for d in out["dropped_systems"]]
     if len(nonempty) < 2:
         out["messages"].append("fewer than two systems with values: ANOVA not computed")
         out.update(F=np.nan, p=np.nan, df_between=np.nan, df_within=np.nan, eta_squared=np.nan)
@@ -357,6 +358,12 @@ def anova_oneway(df: pd.DataFrame, metric: str, model_col: str = "system") -> di
     ss_total = float(((np.concatenate(nonempty) - grand) ** 2).sum())
     out.update(F=float(res.statistic), p=float(res.pvalue), df_between=k - 1, df_within=n - k,
                eta_squared=ss_between / ss_total if ss_total > 0 else np.nan)
+    if n == k:
+        out["messages"].append("one value per system: no within-system variance, F undefined")
+    elif ss_total > 0 and ss_total - ss_between <= 1e-12 * ss_total:
+        out["messages"].append(f"{metric} is constant within every system: F infinite")
+    elif ss_total == 0:
+        out["messages"].append(f"{metric} is the same for every case: F undefined")
     return out
 
 
@@ -372,16 +379,22 @@ def pairwise_ttests(df: pd.DataFrame, metric: str, model_col: str = "system",
         xa = _finite(df.loc[df[model_col].astype(str) == a, metric])
         xb = _finite(df.loc[df[model_col].astype(str) == b, metric])
         row = {"a": a, "b": b, "test": "Student" if equal_var else "Welch", "n_a": len(xa), "n_b": len(xb),
-               "mean_a": xa.mean() if len(xa) else np.nan, "mean_b": xb.mean() if len(xb) else np.nan}
+               "mean_a": xa.mean() if len(xa) else np.nan, "mean_b": xb.mean() if len(xb) else np.nan,
+               "message": ""}
         if len(xa) >= 2 and len(xb) >= 2:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 r = sps.ttest_ind(xa, xb, equal_var=equal_var)
             row.update(t=float(r.statistic), df=float(r.df), p=float(r.pvalue))
+            if not np.isfinite(r.statistic):
+                row["message"] = f"no variance in {a} and {b}: t undefined"
         else:
             row.update(t=np.nan, df=np.nan, p=np.nan)
+            few = [f"{s} ({n})" for s, n in ((a, len(xa)), (b, len(xb))) if n < 2]
+            row["message"] = f"fewer than 2 finite {metric} values in {', '.join(few)}: no test"
         rows.append(row)
-    out = pd.DataFrame(rows, columns=["a", "b", "test", "n_a", "n_b", "mean_a", "mean_b", "t", "df", "p"])
+    out = pd.DataFrame(rows, columns=["a", "b", "test", "n_a", "n_b", "mean_a", "mean_b", "t", "df", "p",
+                                      "message"])
     out["p_bonferroni"] = adjust_pvalues(out["p"], "bonferroni") if len(out) else []
     return out
 
@@ -434,9 +447,11 @@ def paired_tests(df: pd.DataFrame, metric: str, model_col: str = "system", case_
         row["mean_diff"] = float(d.mean()) if len(d) else np.nan
         row["sd_diff"] = float(d.std(ddof=1)) if len(d) > 1 else np.nan
         row["median_diff"] = float(np.median(d)) if len(d) else np.nan
-        msgs = []
+        msgs = [f"{s} has no finite {metric} value" for s in (a, b) if not np.isfinite(pair[s].to_numpy(float)).any()]
         if row["n_excluded"]:
             msgs.append(f"{row['n_excluded']} case(s) without a finite score in both systems excluded")
+        n_zero = int(np.sum(d == 0))
+        row["n_zero_diff"] = n_zero
         if len(d) >= 2 and np.any(d != 0):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -444,6 +459,11 @@ def paired_tests(df: pd.DataFrame, metric: str, model_col: str = "system", case_
                 w = sps.wilcoxon(d)
             row.update(t=float(t.statistic), df=len(d) - 1, p_t=float(t.pvalue),
                        w=float(w.statistic), p_wilcoxon=float(w.pvalue))
+            if np.ptp(d) == 0:
+                msgs.append(f"every paired difference is {d[0]:g}: no variance, t infinite")
+            if n_zero:
+                msgs.append(f"Wilcoxon: {n_zero} zero difference(s) dropped (zero_method='wilcox'), "
+                            f"ranked on {len(d) - n_zero}")
         elif len(d) >= 2:
             msgs.append("all paired differences are zero: p = 1")
             row.update(t=np.nan, df=len(d) - 1, p_t=1.0, w=0.0, p_wilcoxon=1.0)
@@ -454,13 +474,42 @@ def paired_tests(df: pd.DataFrame, metric: str, model_col: str = "system", case_
         row.update(ci_low=lo, ci_high=hi, n_boot=n_boot, seed=seed, confidence=confidence)
         row["message"] = "; ".join(msgs)
         rows.append(row)
-    cols = ["a", "b", "n_pairs", "n_excluded", "mean_a", "mean_b", "mean_diff", "sd_diff", "median_diff",
-            "ci_low", "ci_high", "t", "df", "p_t", "w", "p_wilcoxon", "n_boot", "seed", "confidence", "message"]
+    cols = ["a", "b", "n_pairs", "n_excluded", "n_zero_diff", "mean_a", "mean_b", "mean_diff", "sd_diff",
+            "median_diff", "ci_low", "ci_high", "t", "df", "p_t", "w", "p_wilcoxon", "n_boot", "seed", "confidence",
+            "message"]
     out = pd.DataFrame(rows, columns=cols)
     for test in ("t", "wilcoxon"):
         out[f"p_{test}_holm"] = adjust_pvalues(out[f"p_{test}"], "holm") if len(out) else []
         out[f"p_{test}_bonferroni"] = adjust_pvalues(out[f"p_{test}"], "bonferroni") if len(out) else []
     return out
+
+
+def _blank_to_none(col: pd.Series) -> pd.Series:
+    """Object column with blanks / 'nan' spellings as None (ids and categories, not numbers)."""
+    col = col.astype(object).where(col.notna(), None)
+    return col.where(~col.astype(str).str.strip().isin(["", "nan", "None", "NA", "<NA>"]), None)
+
+
+def _patients(df: pd.DataFrame, case_col: str, patient_col: str | None) -> tuple[list[str], list[str]]:
+    """Patient of every row and the messages: ``patient_col`` when usable, else the case itself.
+
+    The ids are used only when every row has one and every case belongs to one patient; otherwise
+    the reason is stated and each case is its own patient (the unnested model).
+    """
+    cases = df[case_col].astype(str).tolist()
+    if patient_col is None or patient_col not in df.columns:
+        return cases, []
+    pid = _blank_to_none(df[patient_col])
+    n_missing = int(df.loc[pid.isna().to_numpy(), case_col].nunique())
+    if n_missing:
+        return cases, [f"'{patient_col}' missing for {n_missing} case(s): every case is treated as its own patient"]
+    per_case = pd.DataFrame({"case": cases, "patient": pid.astype(str).to_numpy()}).groupby("case")["patient"]
+    clash = per_case.nunique()
+    if (clash > 1).any():
+        bad = clash[clash > 1].index.tolist()
+        return cases, [f"'{patient_col}' differs between rows of case(s) {bad[:5]}: every case is treated as its "
+                       "own patient"]
+    return pid.astype(str).tolist(), []
 
 
 def mixed_model(df: pd.DataFrame, metric: str, model_col: str = "system", case_col: str = "case",
@@ -474,34 +523,46 @@ def mixed_model(df: pd.DataFrame, metric: str, model_col: str = "system", case_c
     With ``site_col`` and at least two sites the model becomes ``metric ~ C(system) + C(site)``:
     site enters as a *fixed* effect, because a site variance cannot be estimated from the handful
     of sites a study has (with 2-5 sites a random site intercept sits on the boundary and the fit
-    does not converge). The first system is the reference level; an omnibus Wald chi-square test of
-    all system effects is reported.
+    does not converge). Cases without a site are excluded from that model (complete-case
+    analysis, counted). The first system with values is the reference level; an omnibus Wald
+    chi-square test of all system effects is reported. Systems left without any observation are
+    listed in ``dropped_systems`` with the reason.
     """
     systems = _systems(df, model_col)
+    patients, messages = _patients(df, case_col, patient_col)
     data = pd.DataFrame({"y": pd.to_numeric(df[metric], errors="coerce").astype(float).to_numpy(),
                          "system": df[model_col].astype(str).to_numpy(),
-                         "case": df[case_col].astype(str).to_numpy()})
-    data["patient"] = data["case"]
-    if patient_col is not None and patient_col in df.columns:
-        pid = df[patient_col].astype(object).where(df[patient_col].notna(), None).to_numpy()
-        if all(p is not None and str(p).strip() not in ("", "nan") for p in pid):
-            data["patient"] = [str(p) for p in pid]
-    if site_col is not None and site_col in df.columns:
-        data["site"] = df[site_col].astype(str).to_numpy()
-    out: dict[str, Any] = {"metric": metric, "messages": [], "reference_system": systems[0] if systems else None}
+                         "case": df[case_col].astype(str).to_numpy(), "patient": patients})
+    use_site = site_col is not None and site_col in df.columns
+    if use_site:
+        data["site"] = _blank_to_none(df[site_col]).to_numpy()
+    out: dict[str, Any] = {"metric": metric, "messages": messages, "dropped_systems": []}
     n_bad = int((~np.isfinite(data["y"])).sum())
     if n_bad:
         out["messages"].append(f"{n_bad} non-finite {metric} value(s) excluded")
     data = data[np.isfinite(data["y"])]
+    reasons = {s: f"no finite {metric} value" for s in systems if s not in set(data["system"])}
+    if use_site:
+        n_missing = int(data.loc[data["site"].isna(), "case"].nunique())
+        if n_missing:
+            out["n_excluded_missing_site"] = n_missing
+            out["messages"].append(f"'{site_col}' missing for {n_missing} of {data['case'].nunique()} case(s): "
+                                   "those cases excluded from the site-adjusted model (complete-case analysis)")
+        data = data[data["site"].notna()].astype({"site": str})
+        reasons.update({s: f"no case with a known {site_col}" for s in systems
+                        if s not in reasons and s not in set(data["system"])})
+    out["dropped_systems"] = [{"system": s, "reason": r} for s, r in reasons.items()]
+    present = [s for s in systems if s not in reasons]
+    out["reference_system"] = present[0] if present else None
     nested = data["patient"].nunique() < data["case"].nunique()
     out.update(n_obs=len(data), n_groups=int(data["patient"].nunique()), n_cases=int(data["case"].nunique()))
-    if data["system"].nunique() < 2:
-        out["messages"].append("fewer than two systems: mixed model not fitted")
+    if len(present) < 2:
+        out["messages"].append("fewer than two systems with values: mixed model not fitted")
         return out
     if data["patient"].nunique() < 2 or data.groupby("case").size().max() < 2:
         out["messages"].append("no patient scored by more than one system: mixed model not fitted")
         return out
-    formula = f"y ~ C(system, Treatment(reference={systems[0]!r}))"
+    formula = f"y ~ C(system, Treatment(reference={present[0]!r}))"
     with_site = "site" in data.columns and data["site"].nunique() >= 2
     if site_col is not None and not with_site:
         out["messages"].append(f"fewer than two sites in '{site_col}': site term dropped")
@@ -512,34 +573,88 @@ def mixed_model(df: pd.DataFrame, metric: str, model_col: str = "system", case_c
     if np.ptp(data["y"].to_numpy()) == 0:
         out["messages"].append(f"{metric} is constant: mixed model not fitted")
         return out
-    with warnings.catch_warnings(record=True) as wlist:
-        warnings.simplefilter("always")
-        try:
-            res = _fit_mixed(formula, data, model_col, site_col, nested)
-        except (np.linalg.LinAlgError, ValueError, ZeroDivisionError, FloatingPointError) as err:
-            out["messages"].append(f"mixed model failed: {err}")
-            return out
-        caught = list(dict.fromkeys(str(w.message).splitlines()[0] for w in wlist))
-    noise = ("Retrying",) + (() if not res["converged"] else ("Maximum Likelihood optimization failed",
-                                                              "MixedLM optimization failed",
-                                                              "Gradient optimization failed"))
-    out["messages"] += [f"statsmodels: {m}" for m in caught if not m.startswith(noise)]
+    if _additive_exactly(data):
+        out["messages"].append("every difference between systems is the same for all cases: no residual "
+                               "variance, mixed model not fitted")
+        return out
+    try:
+        res = _fit_mixed(formula, data, model_col, site_col, nested)
+    except (np.linalg.LinAlgError, ValueError, ZeroDivisionError, FloatingPointError) as err:
+        out["messages"].append(f"mixed model failed: {err}")
+        return out
+    out["messages"] += res.pop("messages")
     out["formula"] = (f"{metric} ~ C({model_col})" + (f" + C({site_col})" if with_site else "")
                       + " + (1 | patient)" + (" + (1 | patient:case)" if nested else ""))
     out.update(res)
     return out
 
 
+def _additive_exactly(data: pd.DataFrame) -> bool:
+    """True when ``y ~ C(system) + C(case)`` fits without residual: REML is then unbounded (and slow)."""
+    systems, cases = pd.factorize(data["system"])[0], pd.factorize(data["case"])[0]
+    x = np.zeros((len(data), systems.max() + cases.max() + 2))
+    x[np.arange(len(data)), systems] = 1.0
+    x[np.arange(len(data)), systems.max() + 1 + cases] = 1.0
+    y = data["y"].to_numpy(float)
+    beta, *_ = np.linalg.lstsq(x, y, rcond=None)
+    return float(((y - x @ beta) ** 2).sum()) <= 1e-20 * float(((y - y.mean()) ** 2).sum())
+
+
+#: a variance component below this share of the residual variance is reported as on the boundary (0)
+BOUNDARY_RATIO = 1e-6
+#: lower bound of the variance ratios during the optimisation: the REML likelihood needs them > 0
+_RATIO_FLOOR = 1e-10
+#: upper bound of the variance ratios (a degenerate fit must not run off to infinity)
+_RATIO_CEILING = 1e8
+#: statsmodels' optimiser messages, replaced by our own convergence and boundary judgement
+_OPTIMIZER_NOISE = ("Retrying", "Maximum Likelihood optimization failed", "MixedLM optimization failed",
+                    "Gradient optimization failed", "The MLE may be on the boundary")
+
+
+def _fit_reml(model: Any) -> tuple[np.ndarray, bool, str]:
+    """Maximise the profile REML likelihood of the variance ratios (variance / residual variance).
+
+    Why not ``MixedLM.fit``: it stops at statsmodels' default tolerance (variances ~1e-5 relative
+    off the optimum) and, in its square-root parametrisation, cannot settle on a zero variance.
+    Bounded L-BFGS-B on the ratios with tight tolerances reaches the optimum, boundary included.
+    Returns (ratios, converged, optimiser message).
+    """
+    from scipy.optimize import minimize
+
+    k = model.k_re2 + model.k_vc
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")
+        model.fit(reml=True, method="bfgs", maxiter=0)  # sets the state loglike() and score() read
+        opt = minimize(lambda th: -model.loglike(th, profile_fe=True) / model.nobs, np.ones(k),
+                       jac=lambda th: -model.score(th, profile_fe=True) / model.nobs, method="L-BFGS-B",
+                       bounds=[(_RATIO_FLOOR, _RATIO_CEILING)] * k,
+                       options={"ftol": 0.0, "gtol": 1e-12, "maxiter": 500})
+    at_floor = opt.x <= 2 * _RATIO_FLOOR
+    projected = np.where(at_floor, np.minimum(opt.jac, 0.0), opt.jac)
+    return opt.x, bool(opt.success or np.max(np.abs(projected)) < 1e-8), str(opt.message)
+
+
 def _fit_mixed(formula: str, data: pd.DataFrame, model_col: str, site_col: str | None,
                nested: bool = False) -> dict[str, Any]:
     import statsmodels.formula.api as smf
 
+    # re_formula="1" explicitly: with a vc_formula statsmodels otherwise drops the patient intercept
     vc = {"case": "0 + C(case)"} if nested else None
-    # bfgs (statsmodels' default) fails now and then near a zero patient variance; the
-    # derivative-free fallbacks reach the same optimum there
-    fit = smf.mixedlm(formula, data, groups=data["patient"], vc_formula=vc).fit(
-        reml=True, method=["bfgs", "powell", "nm"])
-    out: dict[str, Any] = {"converged": bool(getattr(fit, "converged", True))}
+    model = smf.mixedlm(formula, data, groups=data["patient"], re_formula="1", vc_formula=vc, use_sqrt=False)
+    ratios, converged, how = _fit_reml(model)
+    with warnings.catch_warnings(record=True) as wlist, np.errstate(all="ignore"):
+        warnings.simplefilter("always")
+        # no optimisation here (maxiter=0): statsmodels evaluates estimates, SEs and tests at the optimum
+        fit = model.fit(reml=True, start_params=ratios, method="bfgs", maxiter=0)
+    at_zero = ratios <= 2 * _RATIO_FLOOR
+    # at a zero variance the likelihood's curvature in that variance is not a maximum's: statsmodels'
+    # "Hessian not positive definite" then concerns only that variance, not the fixed effects
+    noise = _OPTIMIZER_NOISE + (("The Hessian matrix at the estimated parameter values",) if at_zero.any() else ())
+    caught = dict.fromkeys(str(w.message).splitlines()[0] for w in wlist)
+    out: dict[str, Any] = {"converged": converged,
+                           "messages": [f"statsmodels: {m}" for m in caught if not m.startswith(noise)]}
+    if not converged:
+        out["messages"].append(f"REML optimisation did not converge ({how}): estimates may be inaccurate")
     fe = fit.fe_params
     ci = fit.conf_int()
     pretty = {}
@@ -553,10 +668,16 @@ def _fit_mixed(formula: str, data: pd.DataFrame, model_col: str, site_col: str |
     out["fixed_effects"] = [{"term": pretty[t], "coef": float(fe[t]), "se": float(fit.bse_fe[t]),
                              "z": float(fit.tvalues[t]), "p": float(fit.pvalues[t]),
                              "ci_low": float(ci.loc[t, 0]), "ci_high": float(ci.loc[t, 1])} for t in fe.index]
-    out["patient_var"] = float(fit.cov_re.iloc[0, 0]) if fit.cov_re.size else np.nan
-    if nested:
-        out["case_var"] = float(fit.vcomp[0]) if len(fit.vcomp) else np.nan
     out["residual_var"] = float(fit.scale)
+    # a ratio stopped at the optimisation floor is an estimate of exactly 0
+    names = ["patient_var"] + (["case_var"] if nested else [])
+    for name, ratio, zero in zip(names, ratios, at_zero):
+        out[name] = 0.0 if zero else float(ratio * fit.scale)
+    out["on_boundary"] = [n for n in names if out[n] < BOUNDARY_RATIO * out["residual_var"]]
+    for name in out["on_boundary"]:
+        what = "patient" if name == "patient_var" else "scan-within-patient"
+        out["messages"].append(f"{what} variance estimated at 0 (< {BOUNDARY_RATIO:g} x residual variance: REML "
+                               "optimum on the boundary)")
     out["llf_reml"] = float(fit.llf)
     sys_idx = [i for i, t in enumerate(fe.index) if t.startswith("C(system")]
     if sys_idx:
@@ -661,14 +782,55 @@ def analyze_metric(df: pd.DataFrame, metric: str, model_col: str = "system", cas
     out["pairwise_student_t"] = pairwise_ttests(df, metric, model_col, equal_var=True)
     out["paired"] = paired_tests(df, metric, model_col, case_col, n_boot=n_boot, seed=seed)
     out["mixed_model"] = mixed_model(df, metric, model_col, case_col, patient_col=patient_col)
-    if site_col in df.columns and df[site_col].nunique(dropna=True) >= 2:
+    site = _blank_to_none(df[site_col]) if site_col in df.columns else None
+    if site is not None and site.nunique() >= 2:
         out["mixed_model_site"] = mixed_model(df, metric, model_col, case_col, site_col=site_col,
                                               patient_col=patient_col)
-    elif site_col in df.columns:
+    elif site is not None:
         out["mixed_model"]["messages"].append(f"single {site_col}: no site-adjusted mixed model")
-    if site_col in df.columns:
-        out["by_site"] = grouped_summary(df, metric, site_col, model_col)
+    if site is not None:
+        out["by_site"] = grouped_summary(df.assign(**{site_col: site.fillna(MISSING_GROUP)}), metric, site_col,
+                                         model_col)
     if volume_col in df.columns:
         binned = df.assign(volume_bin=volume_bins(df[volume_col], volume_edges))
         out["by_volume_bin"] = grouped_summary(binned, metric, "volume_bin", model_col)
+    out["excluded_systems"] = excluded_systems(out, model_col)
     return out
+
+
+#: the subgroup of cases whose site (or other grouping value) is unknown
+MISSING_GROUP = "(no site)"
+#: the tests of :func:`analyze_metric`, as named in the report
+_TEST_NAMES = {"ols": "OLS", "anova": "ANOVA", "pairwise_t": "Welch t-tests", "pairwise_student_t": "Student t-tests",
+               "paired": "paired tests", "mixed_model": "mixed model", "mixed_model_site": "site-adjusted mixed model"}
+
+
+def excluded_systems(result: dict[str, Any], model_col: str = "system") -> list[dict[str, Any]]:
+    """Every system left out of some test of :func:`analyze_metric`'s ``result``: the tests and why.
+
+    A system whose metric is undefined for every case (e.g. HD95 of a model that predicts nothing)
+    would otherwise just be absent from the ANOVA or the mixed model; this names it.
+    """
+    metric = result["metric"]
+    empty = set(result["describe"].loc[result["describe"]["n_finite"] == 0, model_col].astype(str))
+    found: dict[tuple[str, str], list[str]] = {}
+
+    def add(system: str, reason: str, key: str) -> None:
+        reason = f"no finite {metric} value" if system in empty else reason
+        tests = found.setdefault((system, reason), [])
+        if _TEST_NAMES[key] not in tests:
+            tests.append(_TEST_NAMES[key])
+
+    for fit in result.get("ols", []):
+        if not fit["coefficients"]:
+            add(str(fit[model_col]), fit["messages"][-1] if fit["messages"] else "not fitted", "ols")
+    for key in ("anova", "mixed_model", "mixed_model_site"):
+        for d in result.get(key, {}).get("dropped_systems", []):
+            add(d["system"], d["reason"], key)
+    for key in ("pairwise_t", "pairwise_student_t", "paired"):
+        tab = result.get(key)
+        for system in dict.fromkeys([*tab["a"], *tab["b"]]) if tab is not None else ():
+            rows = tab[(tab["a"] == system) | (tab["b"] == system)]
+            if rows["p_t" if key == "paired" else "p"].isna().all():
+                add(system, next((m for m in rows["message"] if m), "no test"), key)
+    return [{"system": s, "reason": r, "tests": t} for (s, r), t in found.items()]

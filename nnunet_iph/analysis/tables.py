@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from nnunet_iph.analysis.stats import metric_direction
+from nnunet_iph.analysis.metric_table import DIRECTION_TEXT, metric_decimals, metric_direction
 from nnunet_iph.imageio import write_csv, write_text
 
 PM = "±"
@@ -44,8 +44,8 @@ def _order(values: pd.Series) -> list:
 
 
 def default_decimals(metric: str) -> int:
-    """Overlap scores (0..1) get 3 decimals, distances / volumes 2."""
-    return 3 if metric_direction(metric) in ("higher", "zero") else 2
+    """Decimals of the metric table (overlap scores 3, distances / volumes 2)."""
+    return metric_decimals(metric)
 
 
 def build_table(df: pd.DataFrame, metric: str, row_col: str = "row", col_col: str = "model",
@@ -102,10 +102,9 @@ def build_table(df: pd.DataFrame, metric: str, row_col: str = "row", col_col: st
 
 
 def _caption(t: MetricTable) -> str:
-    what = {"higher": "higher is better", "lower": "lower is better", "zero": "closest to 0 is best"}
     n = sorted(set(t.n.to_numpy().ravel().tolist()) - {0})
     n_txt = f"n = {n[0]} cases per cell" if len(n) == 1 else "n varies per cell"
-    best = f"; best per row in bold ({what[t.direction]})" if t.direction and t.best.to_numpy().any() else ""
+    best = f"; best per row in bold ({DIRECTION_TEXT[t.direction]})" if t.direction and t.best.to_numpy().any() else ""
     return f"{t.metric}: mean {PM} SD, {n_txt}{best}."
 
 

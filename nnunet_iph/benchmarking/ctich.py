@@ -5,159 +5,30 @@ same cases, plan, spacing, patch, batch and iterations, and is scored the same w
 calls the package's own machinery (``convert physionet``, plane plans, nnU-Net training, the 2.5D
 ensemble, ``analyze``); this module only fixes the order, the settings and the bookkeeping.
 
-Work folder ``W`` (outside the repository)::
-
-    W/source/            the cohort subset: links into the release + filtered slice table
-    W/nnunet/            nnUNet_raw, nnUNet_preprocessed, nnUNet_results
-    W/logs/              one log per step (training logs: one per attempt)
-    W/state.json         steps, attempts, wall times
-    W/slurm/             gpu protocol: the sbatch scripts of ``nnunet-iph slurm``
-    W/results/           per_case.csv, results_table.md/csv, paired_vs_baseline.csv, README.md,
-                         protocol.toml, run.json, analysis/ (report, tables, figures)
-
+The work folder's layout: :mod:`.workspace`; the environment of the runs: :mod:`.runtime`.
 Every step is skipped when its outputs exist; trainings resume from nnU-Net's checkpoints (``--c``).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import platform
-import shutil
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Callable
 
+from nnunet_iph.benchmarking.gpu import gpu_steps
 from nnunet_iph.benchmarking.protocol import Protocol
+from nnunet_iph.benchmarking.report import write_results
+from nnunet_iph.benchmarking.runtime import machine_info, memory_cap, runtime_env, training_env
 from nnunet_iph.benchmarking.steps import Step, StepRunner
+from nnunet_iph.benchmarking.workspace import attempt_log, check_workdir, resume_flag, training_done
 from nnunet_iph.cluster.experiment import TrainTask
 from nnunet_iph.imageio import write_csv
 
-DEFAULT_CPU_ENV = {"nnUNet_n_proc_DA": "2", "nnUNet_def_n_proc": "2", "nnUNet_compile": "f",
-                   "OMP_WAIT_POLICY": "PASSIVE"}
-
-@dataclass(frozen=True)
-class Workspace:
-    root: Path
-
-    @property
-    def source(self) -> Path:
-        return self.root / "source"
-
-    @property
-    def nnunet(self) -> Path:
-        return self.root / "nnunet"
-
-    @property
-    def logs(self) -> Path:
-        return self.root / "logs"
-
-    @property
-    def state(self) -> Path:
-        return self.root / "state.json"
-
-    @property
-    def slurm(self) -> Path:
-        return self.root / "slurm"
-
-    @property
-    def results(self) -> Path:
-        return self.root / "results"
-
-
-def check_workdir(workdir: str | os.PathLike, repo: Path | None = None) -> Workspace:
-    """The work folder, refused inside the repository (data and results never go into it)."""
-    root = Path(workdir).expanduser().resolve()
-    repo = (repo or Path(__file__).resolve().parents[2]).resolve()
-    if (repo / "pyproject.toml").is_file() and (root == repo or repo in root.parents):
-        raise ValueError(f"workdir {root} is inside the repository {repo}; use a folder outside it "
-                         "(the data must not be copied into the repository)")
-    return Workspace(root)
-
-
-def runtime_env(protocol: Protocol, ws: Workspace) -> dict[str, str]:
-    """nnU-Net folders, our trainers, and the CPU settings (a value already exported wins)."""
-    from nnunet_iph.environment import nnunet_env
-
-    env = nnunet_env(ws.nnunet)
-    if protocol.device == "cpu":
-        for key, value in DEFAULT_CPU_ENV.items():
-            env[key] = os.environ.get(key, value)
-        threads = os.environ.get("NNUNET_IPH_TORCH_THREADS", str(protocol.torch_threads))
-        env["NNUNET_IPH_TORCH_THREADS"] = threads
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
-def training_env(protocol: Protocol, env: dict[str, str]) -> dict[str, str]:
-    """``env`` for ``nnUNetv2_train``: with a training seed, seeded and with augmentation in the training
-    process (repeatable). Only there: nnU-Net's planner would call ``torch.set_num_threads(0)``."""
-    if protocol.training_seed is None:
-        return env
-    return {**env, "NNUNET_IPH_SEED": str(protocol.training_seed), "nnUNet_n_proc_DA": "0"}
-
-
-def machine_info() -> dict[str, Any]:
-    info: dict[str, Any] = {"platform": platform.platform(), "cpu_count": os.cpu_count(),
-                            "processor": platform.processor() or platform.machine()}
-    try:
-        info["load_average"] = [round(x, 2) for x in os.getloadavg()]
-    except OSError:
-        pass
-    return info
-
-
-@contextlib.contextmanager
-def memory_cap(limit_gb: float = 0.0) -> Iterator[None]:
-    """Cap this process's address space while scoring (0: half the RAM), so that a runaway metric
-    raises a clear MemoryError instead of the kernel's OOM killer ending other people's jobs on a
-    shared machine. (A model predicting nearly the whole head as hemorrhage makes the surface
-    distances of ``nnunet_iph.analysis.metrics`` need > 20 GB for one 512x512x46 case.)"""
-    import resource
-
-    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
-    if limit_gb <= 0:
-        try:
-            limit_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2 ** 30 / 2
-        except (ValueError, OSError):
-            limit_gb = 0
-    cap = int(limit_gb * 2 ** 30) if limit_gb > 0 else soft
-    if hard != resource.RLIM_INFINITY:
-        cap = min(cap, hard)
-    resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
-    try:
-        yield
-    except MemoryError:
-        raise MemoryError(f"scoring the predictions needed more than {limit_gb:.1f} GB (address-space cap of the "
-                          "benchmark's analysis): usually a model that predicts most of the head as hemorrhage; "
-                          "see the models' validation Dice in nnU-Net's summary.json, or set [analysis] "
-                          "metric_source = \"summary\"") from None
-    finally:
-        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
-
-
 # --------------------------------------------------------------------------------------------
 # training
-
-def fold_dir(ws: Workspace, protocol: Protocol, run: TrainTask) -> Path:
-    return ws.nnunet / "nnUNet_results" / protocol.dataset / run.model / f"fold_{run.fold}"
-
-
-def training_done(folder: Path) -> bool:
-    """Finished = the cluster scripts' rule: final checkpoint and the validation summary."""
-    return (folder / "checkpoint_final.pth").is_file() and (folder / "validation" / "summary.json").is_file()
-
-
-def resume_flag(folder: Path) -> list[str]:
-    """``--c`` when any checkpoint exists (final: validation only; latest/best: training continues)."""
-    for ckpt in ("checkpoint_final.pth", "checkpoint_latest.pth", "checkpoint_best.pth"):
-        if (folder / ckpt).is_file():
-            return ["--c"]
-    return []
-
 
 def train_command(protocol: Protocol, run: TrainTask, folder: Path) -> list[str]:
     """nnU-Net's training entry point (thread cap, see nnunet_train); ``--npz`` only for ensemble members
@@ -165,16 +36,6 @@ def train_command(protocol: Protocol, run: TrainTask, folder: Path) -> list[str]
     return [sys.executable, "-m", "nnunet_iph.benchmarking.nnunet_train", protocol.dataset, run.configuration,
             str(run.fold), "-tr", run.trainer, "-p", run.plans, "-device", protocol.device,
             *(["--npz"] if run in protocol.ensemble_member_runs() else []), *resume_flag(folder)]
-
-
-def attempt_log(logs: Path, stem: str) -> Path:
-    """``logs/<stem>.log``, or ``<stem>.attempt2.log`` ... when earlier attempts left theirs."""
-    path = logs / f"{stem}.log"
-    n = 1
-    while path.exists():
-        n += 1
-        path = logs / f"{stem}.attempt{n}.log"
-    return path
 
 
 def _safe(name: str) -> str:
@@ -197,15 +58,15 @@ class CTICHBenchmark:
     # -- helpers -----------------------------------------------------------------------------
     @property
     def raw(self) -> Path:
-        return self.ws.nnunet / "nnUNet_raw" / self.protocol.dataset
+        return self.ws.raw(self.protocol.dataset)
 
     @property
     def preprocessed(self) -> Path:
-        return self.ws.nnunet / "nnUNet_preprocessed" / self.protocol.dataset
+        return self.ws.preprocessed(self.protocol.dataset)
 
     @property
     def results_dataset(self) -> Path:
-        return self.ws.nnunet / "nnUNet_results" / self.protocol.dataset
+        return self.ws.results_dataset(self.protocol.dataset)
 
     def apply_env(self) -> None:
         """Export the environment in this process too (nnU-Net reads its folders at import time)."""
@@ -339,7 +200,7 @@ class CTICHBenchmark:
 
     # -- training ----------------------------------------------------------------------------
     def step_train(self, run: TrainTask) -> Step:
-        folder = fold_dir(self.ws, self.protocol, run)
+        folder = self.ws.fold_dir(self.protocol.dataset, run)
 
         def execute() -> dict:
             from nnunet_iph.benchmarking.training_logs import fold_training_summary
@@ -434,14 +295,12 @@ class CTICHBenchmark:
                     lambda: (self.ws.results / "per_case.csv").is_file() and (out / "report.md").is_file(),
                     [self.ws.results / "per_case.csv", out / "report.md"])
 
-    def step_report(self, runner: StepRunner, started: float) -> Step:
+    def step_report(self, runner: StepRunner) -> Step:
         """Always rewritten (cheap, and it reports the wall times of this run too)."""
         written: list[bool] = []
 
         def run() -> dict:
-            from nnunet_iph.benchmarking.report import write_results
-
-            info = write_results(self, runner, time.time() - started)
+            info = write_results(self, runner)
             written.append((self.ws.results / "README.md").is_file())
             return info
 
@@ -470,8 +329,6 @@ class CTICHBenchmark:
         runner.save()
         started = time.time()
         if self.protocol.kind == "gpu":
-            from nnunet_iph.benchmarking.gpu import gpu_steps
-
             steps = gpu_steps(self, only_prepare)
             analyse = any(s.name.startswith("evaluate") for s in steps)
         else:
@@ -480,15 +337,10 @@ class CTICHBenchmark:
             if only_prepare:
                 steps = steps[:4 + len(self.protocol.planes())]
         if analyse:
-            steps.append(self.step_report(runner, started))
+            steps.append(self.step_report(runner))
         status = runner.run(steps)
         runner.state["runs"][-1]["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         runner.state["runs"][-1]["wall_s"] = round(time.time() - started, 1)
         runner.save()
         return status
 
-
-def copy_protocol(protocol: Protocol, dest: Path) -> None:
-    if protocol.source and protocol.source.is_file():
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(protocol.source, dest)

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from nnunet_iph.benchmarking.ctich import training_done, fold_dir
+from nnunet_iph.benchmarking.workspace import training_done
 from nnunet_iph.benchmarking.steps import Step
+from nnunet_iph.planning import PLANES
 
 if TYPE_CHECKING:
     from nnunet_iph.benchmarking.ctich import CTICHBenchmark
@@ -47,7 +48,7 @@ def step_plan_all(bench: "CTICHBenchmark") -> Step:
     """``nnunet-iph plan -d N``: nnU-Net's plans, the three plane plans and the cascade, preprocessed."""
     prep = bench.preprocessed
     wanted = [prep / "nnUNetPlans.json", prep / "nnUNetPlans_cascade.json",
-              *(prep / f"nnUNetPlans_{p}.json" for p in ("axial", "coronal", "sagittal"))]
+              *(prep / f"nnUNetPlans_{p}.json" for p in PLANES)]
 
     def run() -> dict:
         log = bench._run_logged(["nnunet-iph", "plan", "-d", str(bench.protocol.dataset_id), "--fine", "3d",
@@ -73,7 +74,7 @@ def step_slurm_plan(bench: "CTICHBenchmark") -> Step:
 
 
 def trainings_finished(bench: "CTICHBenchmark") -> bool:
-    return all(training_done(fold_dir(bench.ws, bench.protocol, r)) for r in bench.protocol.runs())
+    return all(training_done(bench.ws.fold_dir(bench.protocol.dataset, r)) for r in bench.protocol.runs())
 
 
 def gpu_steps(bench: "CTICHBenchmark", only_prepare: bool = False) -> list[Step]:

@@ -44,18 +44,14 @@ Format (see ``benchmarks/ctich/cpu.toml``)::
     metric_source = "evaluate"          # evaluate: HD95, NSD, volumes vs the labels; summary: nnU-Net's Dice only
     memory_limit_gb = 0                 # address-space cap of the scoring (0: half the RAM)
 
-    [[model]]
-    name = "nnU-Net"
-    trainer = "nnUNetTrainer"
-    baseline = true
-    [[model]]
-    name = "FPN"
-    trainer = "nnUNetTrainerFPN"
-    arch = true                         # builds its own network: uses arch_configuration
-    [[model]]
-    name = "focal+Dice 2.5D"
-    trainer = "nnUNetTrainerFocalDice"
-    planes = ["axial", "coronal", "sagittal"]   # more than one plane: an ensemble of the plane models
+    [[model]]                           # one per column of the results, in this order
+    name = "focal+Dice 2.5D"            # the column's title
+    trainer = "nnUNetTrainerFocalDice"  # -tr (the protocol's schedule suffix is appended)
+    planes = ["axial", "coronal", "sagittal"]   # default ["axial"]; > 1 plane: ensemble of the plane models
+    arch = false                        # true: builds its own network, trains on arch_configuration
+    baseline = false                    # true for exactly one model: the reference of the paired tests
+    # gpu only: configuration = "3d_fullres" (nnU-Net's configuration, default 2d) and
+    #           plans = "nnUNetPlans_cascade" (the plans identifier when not a plane plan)
 """
 
 from __future__ import annotations
@@ -67,8 +63,9 @@ from pathlib import Path
 from typing import Any
 
 from nnunet_iph.cluster.experiment import TrainTask
+from nnunet_iph.planning import PLANES
+from nnunet_iph.tomlio import read_settings
 
-PLANES = ("axial", "coronal", "sagittal")
 KINDS = ("cpu", "gpu")
 NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 TOP_KEYS = {"name", "kind", "description", "dataset_id", "dataset_name", "experiment", "data", "plan", "schedule",
@@ -221,23 +218,9 @@ def _int(value: Any, key: str, source: Path | None, minimum: int | None = None) 
     return value
 
 
-def read_protocol_file(path: str | os.PathLike) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: protocol file not found")
-    try:
-        import tomllib
-    except ModuleNotFoundError:  # Python 3.10
-        import tomli as tomllib  # type: ignore[no-redef]
-    try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as err:
-        raise ValueError(f"{path}: invalid TOML: {err}") from None
-
-
 def load_protocol(path: str | os.PathLike) -> Protocol:
     path = Path(path).resolve()
-    return build_protocol(read_protocol_file(path), source=path)
+    return build_protocol(read_settings(path, "protocol file"), source=path)
 
 
 def _model(entry: Any, i: int, source: Path | None) -> ModelSpec:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
+from nnunet_iph.benchmarking.runtime import machine_info, training_env
+from nnunet_iph.benchmarking.workspace import copy_protocol
 from nnunet_iph.imageio import write_csv, write_json, write_text
 
 if TYPE_CHECKING:
@@ -23,12 +25,12 @@ def _fmt_s(seconds: float) -> str:
 
 
 def training_rows(bench: "CTICHBenchmark") -> list[dict[str, Any]]:
-    from nnunet_iph.benchmarking.ctich import fold_dir
     from nnunet_iph.benchmarking.training_logs import fold_training_summary
 
+    p = bench.protocol
     rows = []
-    for run in bench.protocol.runs():
-        info = fold_training_summary(fold_dir(bench.ws, bench.protocol, run), bench.protocol.iterations)
+    for run in p.runs():
+        info = fold_training_summary(bench.ws.fold_dir(p.dataset, run), p.iterations)
         rows.append({"model_id": run.model, "fold": run.fold, **{k: v for k, v in info.items()}})
     return rows
 
@@ -41,17 +43,16 @@ def step_times(runner: "StepRunner") -> list[dict[str, Any]]:
             for name, rec in runner.state["steps"].items()]
 
 
-def write_results(bench: "CTICHBenchmark", runner: "StepRunner", this_run_s: float) -> dict[str, Any]:
+def write_results(bench: "CTICHBenchmark", runner: "StepRunner") -> dict[str, Any]:
     import pandas as pd
 
-    from nnunet_iph.benchmarking.ctich import copy_protocol, machine_info, training_env
-    from nnunet_iph.environment import package_versions
     from nnunet_iph.benchmarking.results import headline_markdown, headline_table
+    from nnunet_iph.environment import package_versions
 
     p, ws = bench.protocol, bench.ws
     out = ws.results
     out.mkdir(parents=True, exist_ok=True)
-    copy_protocol(p, out / "protocol.toml")
+    copy_protocol(p.source, out / "protocol.toml")
     table = pd.read_csv(out / "per_case.csv", dtype={"case": str})
     models = [m.name for m in p.models]
     summary, paired = headline_table(table, models, p.baseline.name, seed=p.seed)

@@ -52,10 +52,6 @@ class StepRunner:
     def save(self) -> None:
         write_json(self.state, self.state_file)
 
-    def wall_seconds(self, name: str) -> float:
-        """Wall time of all attempts of a step (0 if it never ran here)."""
-        return float(sum(a.get("wall_s", 0.0) for a in self.record(name)["attempts"]))
-
     def run(self, steps: Sequence[Step]) -> dict[str, str]:
         """Run every unfinished step; return ``{name: 'skipped'|'done'}``. A failing step raises."""
         from tqdm import tqdm

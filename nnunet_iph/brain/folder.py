@@ -10,7 +10,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import pandas as pd
 
@@ -58,10 +58,11 @@ class _Job:
     out_dir: Path
     settings: BrainMaskSettings
     qc: bool
+    file_ending: str
 
 
 def _run_case(job: _Job) -> dict[str, Any]:
-    mask_path = job.out_dir / f"{job.case}.nii.gz"
+    mask_path = job.out_dir / f"{job.case}{job.file_ending}"
     row: dict[str, Any] = {"case": job.case, "source": str(job.source)}
     try:
         image = read_image(job.source, "CT")
@@ -91,18 +92,16 @@ def _write_qc(job: _Job, image, result) -> None:
         tmp.write_bytes(png)
 
 
-def brain_mask_folder(in_dir: str | os.PathLike, out_dir: str | os.PathLike,
-                      settings: BrainMaskSettings = BrainMaskSettings(), qc: bool = False,
-                      num_workers: int = 1, progress: bool = True) -> pd.DataFrame:
-    """Masks ``OUT/<case>.nii.gz`` and ``OUT/brain_masks.csv`` for every CT of ``in_dir``."""
-    cases = list_ct_files(in_dir)
+def brain_masks(cases: Mapping[str, str | os.PathLike], out_dir: str | os.PathLike,
+                settings: BrainMaskSettings = BrainMaskSettings(), qc: bool = False, num_workers: int = 1,
+                progress: bool = True, file_ending: str = ".nii.gz") -> pd.DataFrame:
+    """``OUT/<case><file_ending>`` and ``OUT/brain_masks.csv`` for ``{case: CT file}``; raises
+    ``ValueError`` naming every CT that failed (after writing the CSV, which lists them)."""
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ValueError(f"{out}: output exists and is not a folder")
-    if out.resolve() == Path(in_dir).resolve():
-        raise ValueError(f"{out}: output folder is the input folder; write the masks elsewhere")
     out.mkdir(parents=True, exist_ok=True)
-    jobs = [_Job(case, path, out, settings, qc) for case, path in cases.items()]
+    jobs = [_Job(case, Path(path), out, settings, qc, file_ending) for case, path in cases.items()]
     with folder_lock(out, out / LOCK_NAME, "another brain-mask run"):
         rows = [row for _, row in run_jobs(_run_case, jobs, num_workers, desc="brain-mask", progress=progress)]
         table = pd.DataFrame(rows).reindex(columns=COLUMNS)
@@ -112,3 +111,13 @@ def brain_mask_folder(in_dir: str | os.PathLike, out_dir: str | os.PathLike,
         raise ValueError(f"{len(failed)} of {len(table)} CT file(s) failed (see {out / CSV_NAME}): "
                          + "; ".join(failed["error"]))
     return table
+
+
+def brain_mask_folder(in_dir: str | os.PathLike, out_dir: str | os.PathLike,
+                      settings: BrainMaskSettings = BrainMaskSettings(), qc: bool = False,
+                      num_workers: int = 1, progress: bool = True) -> pd.DataFrame:
+    """:func:`brain_masks` for every CT of ``in_dir``."""
+    cases = list_ct_files(in_dir)
+    if Path(out_dir).resolve() == Path(in_dir).resolve():
+        raise ValueError(f"{out_dir}: output folder is the input folder; write the masks elsewhere")
+    return brain_masks(cases, out_dir, settings, qc, num_workers, progress)

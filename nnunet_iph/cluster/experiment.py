@@ -47,12 +47,14 @@ from pathlib import Path
 from typing import Any
 
 from nnunet_iph.environment import nnunet_env
+from nnunet_iph.tomlio import read_settings
 
 PATH_VARS = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
 RESOURCE_KEYS = {"partition", "account", "qos", "gpus", "gres", "cpus_per_task", "mem", "time",
                  "max_parallel", "constraint", "extra"}
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 DATASET_NAME_RE = re.compile(r"^Dataset\d{3}_\w+$")
+DATASET_FOLDERS = ("nnUNet_preprocessed", "nnUNet_raw", "nnUNet_results")  # where an id is looked up, in order
 _DEFAULT_RESOURCES: dict[str, Any] = {"cpus_per_task": 4, "mem": "32G", "time": "1-00:00:00", "gpus": 1}
 
 
@@ -143,6 +145,7 @@ class Experiment:
     setup: list[str]
     stages: list[Stage]
     source: str  # absolute path of the experiment file ("" when built from a dict)
+    notes: list[str] = field(default_factory=list)  # checks that could not be made here (paths unreachable)
 
     def stage(self, name: str) -> Stage:
         for s in self.stages:
@@ -159,34 +162,10 @@ class Experiment:
         return f"{self.results}/{self.dataset}/{task.model}/fold_{task.fold}"
 
 
-def read_experiment_file(path: str | os.PathLike) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: experiment file not found")
-    text = path.read_text(encoding="utf-8")
-    if path.suffix.lower() == ".json":
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path}: invalid JSON: {err}") from None
-    try:
-        import tomllib
-    except ModuleNotFoundError:  # Python 3.10
-        try:
-            import tomli as tomllib  # type: ignore[no-redef]
-        except ModuleNotFoundError:
-            raise ValueError(f"{path}: TOML needs Python >= 3.11 or the tomli package; "
-                             "or write the experiment as .json") from None
-    try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as err:
-        raise ValueError(f"{path}: invalid TOML: {err}") from None
-
-
 def load_experiment(path: str | os.PathLike, out_dir: str | os.PathLike | None = None) -> Experiment:
     """Read, validate and resolve an experiment file (see the module docstring for the format)."""
     path = Path(path).resolve()
-    return build_experiment(read_experiment_file(path), source=path, out_dir=out_dir)
+    return build_experiment(read_settings(path, "experiment file"), source=path, out_dir=out_dir)
 
 
 def _err(source: Path | None, msg: str) -> ValueError:
@@ -237,12 +216,17 @@ def resolve_dataset(dataset: Any, env: dict[str, str], source: Path | None) -> s
     """Full ``DatasetNNN_Name`` for an id, looked up like nnU-Net does (preprocessed, raw, results)."""
     text = str(dataset).strip()
     if DATASET_NAME_RE.match(text):
+        folders = [Path(env[var]) for var in DATASET_FOLDERS]
+        reachable = [f for f in folders if f.is_dir()]
+        if reachable and not any((f / text).is_dir() for f in reachable):
+            raise _err(source, f"dataset: no {text} folder in {', '.join(map(str, reachable))}; convert it first, "
+                               "or fix 'dataset' / 'workdir' / [env]")
         return text
     if not text.isdigit():
         raise _err(source, f"dataset must be an id (501) or a full name (Dataset501_Name), got {dataset!r}")
     prefix = f"Dataset{int(text):03d}_"
     searched = []
-    for var in ("nnUNet_preprocessed", "nnUNet_raw", "nnUNet_results"):
+    for var in DATASET_FOLDERS:
         folder = Path(env[var])
         searched.append(str(folder))
         if folder.is_dir():
@@ -253,6 +237,64 @@ def resolve_dataset(dataset: Any, env: dict[str, str], source: Path | None) -> s
                 return hits[0]
     raise _err(source, f"dataset {text}: no {prefix}* folder in {', '.join(searched)}; "
                        "convert it first or give the full name (Dataset501_Name)")
+
+
+def check_train_grid(stages: list[Stage], env: dict[str, str], dataset: str, source: Path | None,
+                     notes: list[str]) -> None:
+    """Refuse before submitting what would fail (or silently collide) on the cluster: a task listed twice
+    (two array tasks writing one fold folder), a trainer nobody defines, a configuration the plans
+    file lacks. What cannot be checked from here (data folders not reachable) goes to ``notes``."""
+    from nnunet_iph.trainer_catalog import suggest, unknown_trainers
+
+    owner: dict[TrainTask, str] = {}
+    preprocessed = Path(env["nnUNet_preprocessed"]) / dataset
+    plans_cache: dict[str, dict | None] = {}
+    for stage in stages:
+        where = f"[[train]] {stage.name!r}"
+        trainers = list(dict.fromkeys(t.trainer for t in stage.tasks))
+        for task in stage.tasks:
+            if task in owner:
+                raise _err(source, f"{where}: {task.model} fold {task.fold} is also trained by [[train]] "
+                                   f"{owner[task]!r}: two array tasks would write the same fold folder")
+            owner[task] = stage.name
+        unknown = unknown_trainers(trainers, env.get("nnUNet_extTrainer", ""))
+        if unknown:
+            names = ", ".join(f"{n!r}{suggest(n)}" for n in unknown)
+            raise _err(source, f"{where} trainers: {names}: defined neither by nnU-Net nor by "
+                               "nnunet-iph (`nnunet-iph trainers` lists ours, schedule suffixes included) nor in a "
+                               "folder of ext_trainer_dirs / nnUNet_extTrainer")
+        for plans in dict.fromkeys(t.plans for t in stage.tasks):
+            configs = list(dict.fromkeys(t.configuration for t in stage.tasks if t.plans == plans))
+            path = preprocessed / f"{plans}.json"
+            if plans not in plans_cache:
+                plans_cache[plans] = _read_plans(path, source) if path.is_file() else None
+            found = plans_cache[plans]
+            # an earlier stage ('after') may still write the plans: then only a note
+            if found is None:
+                msg = f"{where} plans: {path} not found" + ("" if preprocessed.is_dir() else
+                                                            f" ({preprocessed} not reachable from here)")
+                if preprocessed.is_dir() and not stage.after:
+                    raise _err(source, f"{msg}; run `nnunet-iph plan` (or nnUNetv2_plan_and_preprocess) first")
+                notes.append(f"{msg}: configurations {configs} not checked")
+                continue
+            missing = [c for c in configs if c not in found.get("configurations", {})]
+            if missing:
+                msg = (f"{where} configurations: {missing} not in {path} "
+                       f"(it has {sorted(found.get('configurations', {}))})")
+                if stage.after:
+                    notes.append(f"{msg}; assuming an earlier stage adds them")
+                else:
+                    raise _err(source, msg)
+
+
+def _read_plans(path: Path, source: Path | None) -> dict:
+    try:
+        plans = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise _err(source, f"plans file {path} unreadable: {err}") from None
+    if not isinstance(plans, dict):
+        raise _err(source, f"plans file {path} is not a JSON object")
+    return plans
 
 
 def build_experiment(raw: dict[str, Any], source: Path | None = None,
@@ -362,6 +404,12 @@ def build_experiment(raw: dict[str, Any], source: Path | None = None,
         for f in folds:
             if not (f.isdigit() or f == "all"):
                 raise _err(source, f"{where}: folds must be integers or 'all', got {f!r}")
+        folds = [f if f == "all" else str(int(f)) for f in folds]  # nnU-Net's folder: fold_0 for "00" too
+        for key, values in (("trainers", trainers), ("plans", plans), ("configurations", configs), ("folds", folds)):
+            twice = sorted({v for v in values if values.count(v) > 1})
+            if twice:
+                raise _err(source, f"{where} {key}: {', '.join(twice)} listed twice: two array tasks would write "
+                                   "the same fold folder")
         for value in (*trainers, *plans, *configs):
             if not re.match(r"^[A-Za-z0-9_.-]+$", value):
                 raise _err(source, f"{where}: {value!r} is not a valid trainer/plans/configuration name")
@@ -380,6 +428,8 @@ def build_experiment(raw: dict[str, Any], source: Path | None = None,
         stage.tasks = [TrainTask(t, p, c, f) for t in trainers for p in plans for c in configs for f in folds]
         stages.append(stage)
 
+    notes: list[str] = []
+    check_train_grid(stages, env, dataset, source, notes)
     train_names = {s.name for s in stages}
     predict_entries = _as_list(raw.get("predict"), "[[predict]]", source)
     predict_sets: dict[str, Stage] = {}
@@ -466,7 +516,7 @@ def build_experiment(raw: dict[str, Any], source: Path | None = None,
 
     exp = Experiment(name=name, dataset=dataset, dataset_arg=dataset, device=device, bin_dir=bin_dir, env=env,
                      setup=[fill(line, "setup") for line in _as_list(raw.get("setup"), "setup", source)],
-                     stages=topological_order(stages, source), source=str(source or ""))
+                     stages=topological_order(stages, source), source=str(source or ""), notes=notes)
     return exp
 
 
@@ -491,15 +541,3 @@ def topological_order(stages: list[Stage], source: Path | None = None) -> list[S
         visit(s, [])
     return ordered
 
-
-def downstream(stages: list[Stage], names: set[str]) -> set[str]:
-    """``names`` plus every stage that (transitively) waits for one of them."""
-    result = set(names)
-    changed = True
-    while changed:
-        changed = False
-        for s in stages:
-            if s.name not in result and any(a in result for a in s.after):
-                result.add(s.name)
-                changed = True
-    return result

@@ -38,14 +38,9 @@ def script_path(out_dir: str | os.PathLike, stage: Stage) -> Path:
 
 
 def log_pattern(exp: Experiment, stage: Stage, out_dir: str | os.PathLike) -> str:
-    """SLURM ``--output`` pattern; :func:`task_log` gives the concrete file of one task."""
+    """SLURM ``--output`` pattern (``slurm status`` fills in the job id and array index of a task)."""
     suffix = "%A_%a" if stage.is_array else "%j"
     return f"{Path(out_dir).resolve()}/logs/{job_name(exp, stage)}_{suffix}.out"
-
-
-def task_log(exp: Experiment, stage: Stage, out_dir: str | os.PathLike, job_id: str, index: int | None) -> str:
-    pattern = log_pattern(exp, stage, out_dir)
-    return pattern.replace("%A", str(job_id)).replace("%a", str(index)).replace("%j", str(job_id))
 
 
 def array_spec(indices: list[int], max_parallel: int = 0) -> str:
@@ -242,4 +237,4 @@ def write_plan(exp: Experiment, out_dir: str | os.PathLike) -> list[Path]:
 
 
 __all__ = ["render_script", "write_plan", "plan_record", "array_spec", "sbatch_directives", "script_path",
-           "task_log", "TrainTask", "PredictTask"]
+           "TrainTask", "PredictTask"]

@@ -374,15 +374,16 @@ class Submission:
 
 def submit(out_dir: str | os.PathLike, resubmit: bool = False, only: set[str] | None = None,
            runner: Runner = subprocess.run, dry_run: bool = False,
-           echo: Callable[[str], None] = print) -> list[Submission]:
+           echo: Callable[[str], None] = print, plan: dict[str, Any] | None = None) -> list[Submission]:
     """Submit the planned stages in dependency order, chaining job ids with ``afterok``.
 
     ``resubmit``: only tasks that are failed, missing, blocked or unknown; a stage with nothing to
     do is skipped, and its still-queued/running jobs become the dependencies of later stages.
     ``only``: restrict to these stage names. ``dry_run``: print the sbatch commands, submit nothing.
+    ``plan``: the plan record when not (yet) written to ``out_dir`` (a dry run writes nothing).
     """
     out_dir = Path(out_dir).resolve()
-    plan = load_plan(out_dir)
+    plan = plan if plan is not None else load_plan(out_dir)
     state = load_state(out_dir)
     names = [s["name"] for s in plan["stages"]]
     if only:

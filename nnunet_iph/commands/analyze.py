@@ -67,6 +67,7 @@ def _default_cases(sources) -> Path | None:
 
 def run(args: argparse.Namespace) -> int:
     from nnunet_iph.analysis import collect as C
+    from nnunet_iph.analysis.output_paths import check_output_dir, reporting_write_errors
     from nnunet_iph.analysis.report import AnalysisSettings, build_report
 
     if not args.results and not args.metrics_csv and not args.predictions:
@@ -75,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--metrics-csv replaces scoring: give it without RESULTS / --predictions")
     if args.cases and not Path(args.cases).is_file():
         raise FileNotFoundError(f"cases file {args.cases} does not exist")
+    out = check_output_dir(args.output, "output folder")  # before the scoring, which takes minutes
     if args.metrics_csv:
         collection = C.table_from_metrics_csvs(args.metrics_csv, args.cases, allow_missing=args.allow_missing)
         cases_path = args.cases
@@ -104,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
                                 volume_tolerance_ml=args.volume_tolerance_ml, overlay_cases=args.overlay_cases,
                                 n_overlays=args.n_overlays, images_dir=args.images,
                                 test_images_dir=args.test_images, messages=messages)
-    build_report(collection.table, args.output, settings)
-    out = Path(args.output)
+    with reporting_write_errors(f"the report in {out}"):  # e.g. a read-only tables/ left in OUT
+        build_report(collection.table, out, settings)
     print(f"report: {out / 'report.md'} ({out / 'report.html'}); numbers: {out / 'results.json'}")
     return 0

@@ -27,8 +27,16 @@ def add_metric_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--empty-penalty", choices=M.EMPTY_PENALTIES, default=M.DEFAULT_EMPTY_PENALTY,
                    help="distances when exactly one mask is empty: the image diagonal in mm (default) or NaN")
     p.add_argument("--labels", nargs="+", metavar="LABEL",
-                   help="labels to evaluate (1 2, regions as 1+2); default: dataset.json next to REF_DIR, "
-                        "else every label found")
+                   help="labels to evaluate (1 2, regions as 1+2; background 0 only when listed); default: "
+                        "dataset.json next to REF_DIR, else every label found")
+    p.add_argument("--dataset-json", metavar="FILE",
+                   help="dataset.json with the labels (default: the one next to REF_DIR, if any); voxel values "
+                        "outside its labels are refused")
+    p.add_argument("--threshold", type=float, metavar="T",
+                   help="predictions are probability maps: voxels >= T are foreground (without it, float data with "
+                        "non-integer values is refused)")
+    p.add_argument("--map-label", dest="map_labels", nargs="+", metavar="VALUE=LABEL",
+                   help="read voxel value VALUE as LABEL in every image, e.g. 255=1 for 0/255 masks")
     p.add_argument("--file-ending", help="image file ending (default: any of .nii.gz .nii .nrrd .mha ...)")
     p.add_argument("--num-workers", type=int, default=default_workers(),
                    help="parallel processes (default: $nnUNet_def_n_proc or min(8, CPUs))")
@@ -59,7 +67,8 @@ def run(args: argparse.Namespace) -> int:
                      labels=args.labels, surface=args.surface, nsd_tolerance_mm=args.nsd_tolerance_mm,
                      hd95_variant=args.hd95_variant, percentile=args.percentile, empty_penalty=args.empty_penalty,
                      min_overlap_voxels=args.min_overlap_voxels, file_ending=args.file_ending, subset=args.subset,
-                     num_workers=args.num_workers, progress=not args.quiet)
+                     num_workers=args.num_workers, dataset_json=args.dataset_json, threshold=args.threshold,
+                     map_labels=args.map_labels, progress=not args.quiet)
     summary_path = args.summary or default_summary_path(args.output)
     if not args.quiet:
         import json

@@ -8,7 +8,7 @@ import io
 import json
 import os
 
-PLANE_CHOICES = ("axial", "coronal", "sagittal")
+from nnunet_iph.planning import PLANES
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -18,7 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "cascade plans (2d_coarse -> 3d_fine [+ 2d_fine]) and preprocess what they need. Without "
                     "--planes/--cascade both are made. Needs nnUNet_raw/_preprocessed (nnunet-iph env).")
     p.add_argument("-d", "--dataset", required=True, help="dataset id or DatasetNNN_Name")
-    p.add_argument("--planes", nargs="*", choices=PLANE_CHOICES, metavar="PLANE",
+    p.add_argument("--planes", nargs="*", choices=PLANES, metavar="PLANE",
                    help="planes to plan (no value: all three)")
     p.add_argument("--plans-prefix", default="nnUNetPlans", help="plane plans are PREFIX_<plane> (default nnUNetPlans)")
     p.add_argument("--allow-mixed-orientations", action="store_true",
@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
 
     do_planes = args.planes is not None or not args.cascade
     do_cascade = args.cascade or args.planes is None
-    planes = list(args.planes or PLANE_CHOICES)
+    planes = list(args.planes or PLANES)
     name = dataset_name(args.dataset)
     if do_planes:  # mixed orientations: refuse before the (slow) fingerprint
         from nnunet_iph.planning.planes import dataset_orientation, reader_name

@@ -75,9 +75,16 @@ def run_choose(args: argparse.Namespace) -> int:
     from nnunet_iph.postprocessing.choose import choose_postprocessing, format_choice
     from nnunet_iph.postprocessing.folder import postprocess_folder
 
+    from nnunet_iph.analysis.output_paths import check_output_dir
+
+    if args.apply_to:  # before the (long) choice, not after it
+        check_output_dir(args.apply_to, "--apply-to folder")
     grid = None
     if args.grid:
-        text = Path(args.grid).read_text(encoding="utf-8") if Path(args.grid).is_file() else args.grid
+        try:
+            text = Path(args.grid).read_text(encoding="utf-8") if Path(args.grid).is_file() else args.grid
+        except UnicodeDecodeError as err:
+            raise ValueError(f"--grid {args.grid}: not a text file ({err})") from None
         try:
             grid = json.loads(text)
         except json.JSONDecodeError as err:
@@ -89,11 +96,14 @@ def run_choose(args: argparse.Namespace) -> int:
                                    labels=args.labels, file_ending=args.file_ending, subset=args.subset,
                                    surface=args.surface, nsd_tolerance_mm=args.nsd_tolerance_mm,
                                    hd95_variant=args.hd95_variant, percentile=args.percentile,
-                                   empty_penalty=args.empty_penalty, progress=not args.quiet)
+                                   empty_penalty=args.empty_penalty, dataset_json=args.dataset_json,
+                                   threshold=args.threshold, map_labels=args.map_labels, progress=not args.quiet)
     if not args.quiet:
         print(format_choice(result))
         print(f"wrote {Path(args.output) / 'postprocessing.json'}")
     if args.apply_to and not result.chosen.is_identity:
         postprocess_folder(args.pred_dir, args.apply_to, result.chosen, args.file_ending, args.num_workers,
                            progress=not args.quiet)
+    elif args.apply_to and not args.quiet:
+        print(f"no post-processing chosen: nothing written to {args.apply_to}")
     return 0

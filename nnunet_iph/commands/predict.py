@@ -12,10 +12,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         "predict", help="segment a folder of CT files (single model, 2.5D planes, ensemble, cascade)",
         description="Runs nnU-Net's predictor for the chosen pipeline and writes OUT/<case>.nii.gz, "
                     "OUT/volumes.csv (hemorrhage volume per case, mL) and OUT/pipeline.json (timings).")
-    p.add_argument("-i", "--input", required=True, help="folder of CT files (CASE_0000.nii.gz or CASE.nii.gz)")
+    p.add_argument("-i", "--input", required=True,
+                   help="folder of CT files (CASE_0000.nii.gz or CASE.nii.gz) and/or of DICOM case folders "
+                        "(one folder per case, any layout inside; the series is chosen: see docs/dicom.md)")
     p.add_argument("-o", "--output", required=True, help="output folder")
     p.add_argument("--pipeline", choices=("single", "ensemble", "planes", "cascade"), default="single")
     _models(p)
+    p.add_argument("--model", nargs="+", metavar="ZIP",
+                   help="model zip(s) from nnUNetv2_export_model_to_zip: installed into $nnUNet_results (an identical "
+                        "installed model is reused), then used; -tr/-p/-c choose when the zips hold several")
+    p.add_argument("--replace-model", action="store_true",
+                   help="with --model: overwrite a different installed model of the same name")
+    p.set_defaults(plans_prefix=None, configuration=None)  # None: -p/-c not given (--model); run() restores defaults
     p.add_argument("--coarse", metavar="MODEL", help="cascade: coarse model (default: from the fine model's plans)")
     p.add_argument("-f", "--folds", nargs="+", help="folds to use (default: every trained fold)")
     p.add_argument("-chk", "--checkpoint", default="checkpoint_final.pth")
@@ -25,6 +33,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--save-probabilities", action="store_true", help="also write the final .npz probabilities")
     p.add_argument("-npp", type=int, default=0, help="preprocessing workers (0 with -nps 0: sequential, default)")
     p.add_argument("-nps", type=int, default=0, help="export workers")
+    p.add_argument("--series-uid", nargs="+", default=(), metavar="UID",
+                   help="DICOM: segment this SeriesInstanceUID in the case folder holding it (default: the axial CT "
+                        "series with the most slices, localizers excluded)")
+    p.add_argument("--dicom-irregular", choices=("error", "keep", "resample"), default="error",
+                   help="DICOM series with gantry tilt or missing slices: refuse (default), segment the slices as "
+                        "read, or resample onto a regular grid (masks go back onto the source slices)")
+    p.add_argument("--no-dicom-seg", action="store_true", help="DICOM cases: no OUT/<case>.seg.dcm")
+    p.add_argument("--no-qc", action="store_true", help="no OUT/qc/<case>.png pictures")
+    p.add_argument("--brain-mask", action="store_true",
+                   help="also extract the intracranial mask of each input (OUT/brain/<case>, see nnunet-iph "
+                        "brain-mask) and report its volume as intracranial_ml in volumes.csv")
+    p.add_argument("--patients", metavar="CSV",
+                   help="case -> patient (and time / order) map: OUT/patients.csv with the volume trajectory and "
+                        "the hematoma-expansion flag (see docs/volumes-and-qc.md)")
     p.add_argument("--keep-members", action="store_true",
                    help="keep each member's output (masks; .npz too with --save-probabilities) in OUT/members/")
     p.set_defaults(func=run)
@@ -34,6 +56,14 @@ def run(args: argparse.Namespace) -> int:
     from nnunet_iph.environment import apply_nnunet_env
 
     apply_nnunet_env()
+    given = (args.trainer, args.plans_prefix, args.configuration)
+    args.plans_prefix, args.configuration = args.plans_prefix or "nnUNetPlans", args.configuration or "2d"
+    if args.model:
+        if args.models:
+            raise ValueError("give --model ZIP or -m MODEL, not both")
+        from nnunet_iph.inference.model_zip import models_from_zips
+
+        args.models = [str(m) for m in models_from_zips(args.model, args.pipeline, *given, replace=args.replace_model)]
     import torch
 
     from nnunet_iph.ensembling.ensemble import ModelRef
@@ -56,9 +86,14 @@ def run(args: argparse.Namespace) -> int:
     folds = tuple(int(f) if f.isdigit() else f for f in args.folds) if args.folds else None
     settings = PredictSettings(device=device, folds=folds, checkpoint=args.checkpoint, tta=not args.disable_tta,
                                step_size=args.step_size, npp=args.npp, nps=args.nps,
-                               save_probabilities=args.save_probabilities, keep_members=args.keep_members)
+                               save_probabilities=args.save_probabilities, keep_members=args.keep_members,
+                               dicom_irregular=args.dicom_irregular, series_uids=tuple(args.series_uid),
+                               dicom_seg=not args.no_dicom_seg, qc=not args.no_qc, brain_mask=args.brain_mask,
+                               patients=args.patients)
     coarse = ModelRef.resolve(args.coarse, args.dataset) if args.coarse else None
     res = predict(args.input, args.output, args.pipeline, models, settings, coarse)
+    for case in res.dicom:
+        print(case.describe())
     t = res.timing.summary()
     print(f"{len(res.cases)} case(s) -> {res.output_folder}\nvolumes: {res.volumes_csv}\n"
           f"time: {t['per_case_s']:.2f} s/case, outside the networks {100 * t['outside_network_share']:.1f} %, "

@@ -6,6 +6,7 @@ import argparse
 import csv
 import io
 import json
+import sys
 from dataclasses import asdict
 from pathlib import Path
 
@@ -27,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     ps.add_argument("--resubmit", action="store_true",
                     help="only failed / missing tasks (finished ones stay, interrupted ones resume)")
     ps.add_argument("--stages", help="comma-separated stage names to submit (default: all)")
-    ps.add_argument("--dry-run", action="store_true", help="print the sbatch commands, submit nothing")
+    ps.add_argument("--dry-run", action="store_true", help="print the sbatch commands; submit and write nothing")
     ps.set_defaults(func=run_submit)
 
     pt = ss.add_parser("status", help="done / running / pending / failed / missing per task, and what to resubmit")
@@ -42,21 +43,30 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _plan(args: argparse.Namespace, write: bool):
+    """The checked experiment; with ``write``, its scripts and plan.json in ``-o`` (a dry run writes nothing)."""
     from nnunet_iph.cluster.experiment import load_experiment
-    from nnunet_iph.cluster.scripts import render_script, write_plan
+    from nnunet_iph.cluster.scripts import write_plan
 
-    exp = load_experiment(args.experiment, out_dir=args.out)
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"-o {out}: an existing file, not a folder (-o is the folder for the scripts, "
+                                 "logs and state)")
+    exp = load_experiment(args.experiment, out_dir=out)
+    for note in exp.notes:
+        print(f"nnunet-iph slurm: warning: {note}", file=sys.stderr)
     if write:
-        write_plan(exp, args.out)
-    return exp, render_script
+        write_plan(exp, out)
+    return exp
 
 
 def run_plan(args: argparse.Namespace) -> int:
-    exp, render = _plan(args, write=not args.dry_run)
+    from nnunet_iph.cluster.scripts import render_script, script_path
+
+    exp = _plan(args, write=not args.dry_run)
     if args.dry_run:
         for stage in exp.stages:
-            print(f"# ===== {Path(args.out).resolve() / (stage.name + '.sbatch')}")
-            print(render(exp, stage, args.out))
+            print(f"# ===== {script_path(Path(args.out).resolve(), stage)}")
+            print(render_script(exp, stage, args.out))
         return 0
     n = sum(max(1, len(s.tasks)) for s in exp.stages)
     print(f"wrote {len(exp.stages)} scripts ({n} tasks) to {Path(args.out).resolve()}:")
@@ -67,11 +77,13 @@ def run_plan(args: argparse.Namespace) -> int:
 
 
 def run_submit(args: argparse.Namespace) -> int:
+    from nnunet_iph.cluster.scripts import plan_record
     from nnunet_iph.cluster.slurm import submit
 
-    _plan(args, write=True)
+    exp = _plan(args, write=not args.dry_run)
     only = {s.strip() for s in args.stages.split(",") if s.strip()} if args.stages else None
-    submit(args.out, resubmit=args.resubmit, only=only, dry_run=args.dry_run)
+    submit(args.out, resubmit=args.resubmit, only=only, dry_run=args.dry_run,
+           plan=plan_record(exp, args.out) if args.dry_run else None)
     return 0
 
 

@@ -16,7 +16,7 @@ _WHERE = {
     "convert_multisite": "multisite", "read_manifest": "multisite",
     "convert_instance": "instance", "convert_physionet": "physionet", "convert_mistie": "mistie",
     "install_splits": "splits", "ConversionError": "checks",
-    "ConversionOptions": "core", "Subject": "core", "run_conversion": "core",
+    "ConversionOptions": "case", "Subject": "listing", "run_conversion": "core",
 }
 
 

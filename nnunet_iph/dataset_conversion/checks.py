@@ -94,6 +94,32 @@ def check_mask_values(arr: np.ndarray, path: Path | str, allowed: set[int],
                           f"{sorted(allowed)}{hint}")
 
 
+#: a head CT in Hounsfield units always has values below these: air (~-1000 HU) around the head, and
+#: even a brain window clipped at its lower edge keeps negative values (PhysioNet CT-ICH: [-20, 100])
+HU_SCALED_RANGE = (-2.0, 4.0)  # HU/1000 (air -1, bone up to ~3) or intensities normalised to [0, 1]
+EIGHT_BIT_MAX = 255.0
+
+
+def ct_units_warning(lo: float, hi: float, path: Path | str) -> str | None:
+    """A warning when an image's intensity range cannot be CT in HU (None when it can).
+
+    Heuristic on the range only: the whole range within [-2, 4] -> HU/1000 or normalised; no negative
+    value and max <= 255 -> an 8-bit windowed export (display values, not HU); no negative value
+    above that -> stored values without the rescale intercept (e.g. HU + 1024). Such scans are still
+    converted (the user may know better), but a model trained on HU would see other intensities.
+    """
+    rng = f"intensity range {lo:g} to {hi:g}"
+    if HU_SCALED_RANGE[0] <= lo and hi <= HU_SCALED_RANGE[1]:
+        why = f"whole range within [{HU_SCALED_RANGE[0]:g}, {HU_SCALED_RANGE[1]:g}]: looks like HU/1000 or normalised"
+    elif lo >= 0 and hi <= EIGHT_BIT_MAX:
+        why = "no negative value and max <= 255: looks like an 8-bit windowed export"
+    elif lo >= 0:
+        why = "no negative value (air would be about -1000 HU): looks like stored values without the rescale intercept"
+    else:
+        return None
+    return f"image {path}: {rng} ({why}), not Hounsfield units; converted unchanged"
+
+
 @dataclass
 class GeometryDiff:
     """Largest differences between two grids (mm for spacing/origin, cosines for direction)."""

@@ -9,10 +9,12 @@ folder, an image without its label is a defect (reported), not an unlabelled cas
 
 from __future__ import annotations
 
+import argparse
 import os
 from pathlib import Path
 
 from nnunet_iph.dataset_conversion.core import ConversionOptions, Subject, run_conversion
+from nnunet_iph.dataset_conversion.registry import Converter
 
 IMAGE_DIRS = ("data", "image", "images")
 LABEL_DIRS = ("label", "labels", "mask", "masks")
@@ -34,8 +36,21 @@ def _sub(folder: Path, names: tuple[str, ...]) -> Path | None:
     return next((folder / n for n in names if (folder / n).is_dir()), None)
 
 
-def _images(folder: Path) -> dict[str, Path]:
-    return {st: p for p in sorted(folder.iterdir()) if p.is_file() and (st := _stem(p)) is not None}
+def _images(folder: Path) -> dict[str, list[Path]]:
+    """Image files by case stem; a stem with several files (``001.nii`` beside ``001.nii.gz``) keeps them all."""
+    out: dict[str, list[Path]] = {}
+    for p in sorted(folder.iterdir()):
+        if p.is_file() and (st := _stem(p)) is not None:
+            out.setdefault(st, []).append(p)
+    return out
+
+
+def _ambiguous(paths: list[Path] | None) -> str | None:
+    """Which of two files of one case is meant cannot be told (one is likely a stale export)."""
+    if paths and len(paths) > 1:
+        return (f"{paths[0].parent}: {len(paths)} files for case {_stem(paths[0])} "
+                f"({', '.join(p.name for p in paths)}); remove all but one")
+    return None
 
 
 def _sets(src: Path, test_dirs: list[Path]) -> list[tuple[Path, Path, Path | None]]:
@@ -67,23 +82,26 @@ def instance_subjects(src: str | os.PathLike, test_dirs: list[str | os.PathLike]
     for set_dir, img_dir, lab_dir in sets:  # labelled sets first claim the plain ids
         if lab_dir is not None:
             labels = _images(lab_dir)
-            for st, p in _images(img_dir).items():
+            images = _images(img_dir)
+            for st, ps in images.items():
                 lab = labels.get(st)
-                subjects.append(Subject(subject_id=st, image=str(p),
-                                        mask=str(lab if lab is not None else lab_dir / p.name), split="train",
+                subjects.append(Subject(subject_id=st, image=str(ps[0]),
+                                        mask=str(lab[0] if lab else lab_dir / ps[0].name), split="train",
                                         site=SITE, meta={"source_set": set_dir.name},
-                                        source_row=f"{img_dir.name}/{p.name}"))
+                                        source_row=f"{img_dir.name}/{ps[0].name}",
+                                        skip=_ambiguous(ps) or _ambiguous(lab)))
                 train_ids.add(st)
-            for st in sorted(set(labels) - set(_images(img_dir))):
-                subjects.append(Subject(subject_id=st, image=None, mask=str(labels[st]), site=SITE,
+            for st in sorted(set(labels) - set(images)):
+                subjects.append(Subject(subject_id=st, image=None, mask=str(labels[st][0]), site=SITE,
                                         meta={"source_set": set_dir.name}, source_row=f"{lab_dir.name}/{st}",
-                                        skip=f"label {labels[st]}: has no image in {img_dir}"))
+                                        skip=f"label {labels[st][0]}: has no image in {img_dir}"))
     for set_dir, img_dir, lab_dir in sets:
         if lab_dir is None:
-            for st, p in _images(img_dir).items():
+            for st, ps in _images(img_dir).items():
                 sid = st if st not in train_ids else f"{set_dir.name}_{st}"
-                subjects.append(Subject(subject_id=sid, image=str(p), mask=None, split="test", site=SITE,
-                                        meta={"source_set": set_dir.name}, source_row=f"{set_dir.name}/{p.name}"))
+                subjects.append(Subject(subject_id=sid, image=str(ps[0]), mask=None, split="test", site=SITE,
+                                        meta={"source_set": set_dir.name},
+                                        source_row=f"{set_dir.name}/{ps[0].name}", skip=_ambiguous(ps)))
     return subjects
 
 
@@ -103,3 +121,16 @@ def convert_instance(src: str | os.PathLike, dataset_id: int, name: str,
                           overwrite=overwrite, progress=progress, reference=REFERENCE,
                           description="INSTANCE 2022 intracranial hemorrhage segmentation challenge",
                           licence="see the INSTANCE 2022 data terms")
+
+
+def _add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("src", metavar="SRC", help="folder with data/ and label/ (or train/validation subfolders)")
+    p.add_argument("--test-dir", action="append", default=[],
+                   help="extra folder of unlabelled images (or with data/) for imagesTs; repeatable")
+
+
+def _run(args: argparse.Namespace, common: dict) -> Path:
+    return convert_instance(args.src, args.dataset_id, args.name, test_dirs=args.test_dir, **common)
+
+
+CONVERTER = Converter("instance", "INSTANCE 2022: data/NNN.nii.gz + label/NNN.nii.gz", _add_arguments, _run)

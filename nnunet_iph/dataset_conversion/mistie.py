@@ -10,13 +10,15 @@ to the CSV.
 
 from __future__ import annotations
 
+import argparse
 import csv
 import os
 import re
 from pathlib import Path
 
 from nnunet_iph.dataset_conversion.core import ConversionOptions, Subject, run_conversion
-from nnunet_iph.dataset_conversion.multisite import resolve_path
+from nnunet_iph.dataset_conversion.registry import Converter
+from nnunet_iph.dataset_conversion.tables import field_count_problem, resolve_path, unique_columns
 
 PHASES = {"II": "train", "2": "train", "III": "test", "3": "test"}
 
@@ -32,30 +34,35 @@ def mistie_subjects(table: str | os.PathLike) -> list[Subject]:
         raise FileNotFoundError(f"scan table {path}: file not found")
     base = path.resolve().parent
     with open(path, newline="", encoding="utf-8-sig") as fh:
-        reader = csv.DictReader(fh)
-        cols = [c.strip() for c in reader.fieldnames or []]
-        lower = [c.lower() for c in cols]
+        reader = csv.reader(fh)
+        cols = [c.strip() for c in next(reader, [])]
+        lower = unique_columns(cols, path, "scan table")
         id_col = "scan_id" if "scan_id" in lower else ("subject_id" if "subject_id" in lower else None)
         missing = [c for c, ok in (("scan_id (or subject_id)", id_col), ("phase", "phase" in lower),
                                    ("image", "image" in lower)) if not ok]
         if missing:
             raise ValueError(f"scan table {path}: missing required column(s) {', '.join(missing)} "
                              f"(has: {', '.join(cols)})")
-        reader.fieldnames = lower
         known = {id_col, "phase", "image", "mask", "patient_id", "site"}
         subjects = []
-        for row in reader:
+        for values in reader:
             line = reader.line_num
-            row = {k: (v or "").strip() for k, v in row.items() if k is not None}
-            if not any(row.values()):
+            if not any(v.strip() for v in values):
                 continue
+            bad = field_count_problem(values, len(cols), path, "scan table", line)
+            if bad:
+                idx = lower.index(id_col)
+                subjects.append(Subject(subject_id=values[idx].strip() if idx < len(values) else "", image=None,
+                                        mask=None, source_row=line, skip=bad))
+                continue
+            row = {lc: v.strip() for lc, v in zip(lower, values)}
             phase = normalise_phase(row.get("phase", ""))
             meta = {"age": row.get("age", ""), "sex": row.get("sex", ""), "scanner": row.get("scanner", ""),
                     "phase": phase}
             for c, lc in zip(cols, lower):
                 if lc not in known and lc not in meta:
-                    meta[c] = row.get(lc, "")
-            s = Subject(subject_id=row.get(id_col, ""), image=resolve_path(row.get("image"), base),
+                    meta[c] = row[lc]
+            s = Subject(subject_id=row[id_col], image=resolve_path(row.get("image"), base),
                         mask=resolve_path(row.get("mask"), base), split=PHASES.get(phase),
                         patient_id=row.get("patient_id") or None, site=row.get("site", ""), meta=meta,
                         source_row=line)
@@ -83,3 +90,16 @@ def convert_mistie(table: str | os.PathLike, dataset_id: int, name: str,
                           strict=strict, num_folds=num_folds, split_scheme=split_scheme, overwrite=overwrite,
                           progress=progress,
                           description="MISTIE-style ICH trial: phase II scans = training, phase III = test")
+
+
+def _add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("src", metavar="CSV",
+                   help="scan table: scan_id,patient_id,phase,site,scanner,age,sex,image,mask")
+
+
+def _run(args: argparse.Namespace, common: dict) -> Path:
+    return convert_mistie(args.src, args.dataset_id, args.name, **common)
+
+
+CONVERTER = Converter("mistie", "MISTIE-style trial CSV (phase II -> train, III -> test)", _add_arguments, _run,
+                      records_demographics=True)

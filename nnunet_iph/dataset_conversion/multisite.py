@@ -9,11 +9,14 @@ holding one DICOM series. An empty ``mask`` marks an unlabelled scan (goes to ``
 
 from __future__ import annotations
 
+import argparse
 import csv
 import os
 from pathlib import Path
 
 from nnunet_iph.dataset_conversion.core import ConversionOptions, Subject, run_conversion
+from nnunet_iph.dataset_conversion.registry import Converter
+from nnunet_iph.dataset_conversion.tables import field_count_problem, resolve_path, unique_columns
 
 REQUIRED_COLUMNS = ("subject_id", "image", "mask", "site", "age", "sex")
 SPLIT_VALUES = {"train": "train", "training": "train", "tr": "train",
@@ -25,14 +28,6 @@ def normalise_split(value: str | None) -> str | None:
     if not v:
         return None
     return SPLIT_VALUES.get(v.lower(), v)
-
-
-def resolve_path(value: str | None, base: Path) -> str | None:
-    v = (value or "").strip()
-    if not v:
-        return None
-    p = Path(v).expanduser()
-    return str(p if p.is_absolute() else base / p)
 
 
 def read_manifest(manifest: str | os.PathLike) -> list[Subject]:
@@ -48,26 +43,22 @@ def read_manifest(manifest: str | os.PathLike) -> list[Subject]:
         except StopIteration:
             raise ValueError(f"manifest {path}: is empty") from None
         cols = [c.strip() for c in header]
-        lower = [c.lower() for c in cols]
+        lower = unique_columns(cols, path, "manifest")
         missing = [c for c in REQUIRED_COLUMNS if c not in lower]
         if missing:
             raise ValueError(f"manifest {path}: missing required column(s) {', '.join(missing)} "
                              f"(has: {', '.join(cols)})")
-        dup = sorted({c for c in lower if lower.count(c) > 1})
-        if dup:
-            raise ValueError(f"manifest {path}: duplicate column(s) {', '.join(dup)}")
         known = set(REQUIRED_COLUMNS) | {"patient_id", "split"}
         subjects = []
         for values in reader:
             line = reader.line_num
             if not any(v.strip() for v in values):
                 continue  # blank line
-            if len(values) != len(cols):
+            bad = field_count_problem(values, len(cols), path, "manifest", line)
+            if bad:
                 subjects.append(Subject(subject_id=(values[lower.index("subject_id")].strip()
                                                     if len(values) > lower.index("subject_id") else ""),
-                                        image=None, mask=None, source_row=line,
-                                        skip=f"manifest {path} line {line}: has {len(values)} fields, "
-                                             f"header has {len(cols)}"))
+                                        image=None, mask=None, source_row=line, skip=bad))
                 continue
             row = {lc: v.strip() for lc, v in zip(lower, values)}
             meta = {"age": row["age"], "sex": row["sex"]}
@@ -107,3 +98,17 @@ def convert_multisite(manifest: str | os.PathLike, dataset_id: int, name: str,
                           seed=seed, num_workers=num_workers, strict=strict, num_folds=num_folds,
                           split_scheme=split_scheme, overwrite=overwrite, progress=progress,
                           description=f"Multi-site head CT cohort converted from {Path(manifest).name}")
+
+
+def _add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("src", metavar="MANIFEST", help="manifest CSV (paths relative to it)")
+    p.add_argument("--test-fraction", type=float, default=0.0,
+                   help="hold out this share of patients, stratified by site (a split column overrides)")
+
+
+def _run(args: argparse.Namespace, common: dict) -> Path:
+    return convert_multisite(args.src, args.dataset_id, args.name, test_fraction=args.test_fraction, **common)
+
+
+CONVERTER = Converter("multisite", "manifest CSV subject_id,image,mask,site,age,sex[,...]", _add_arguments, _run,
+                      records_demographics=True)

@@ -12,6 +12,7 @@ intraparenchymal; IPH plus another subtype is excluded because the mask mixes su
 
 from __future__ import annotations
 
+import argparse
 import csv
 import os
 import re
@@ -19,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from nnunet_iph.dataset_conversion.core import ConversionOptions, Subject, run_conversion
+from nnunet_iph.dataset_conversion.registry import Converter
+from nnunet_iph.dataset_conversion.tables import unique_columns
 
 SLICE_TABLE = "hemorrhage_diagnosis_raw_ct.csv"
 DEMOGRAPHICS = "Patient_demographics.csv"
@@ -60,6 +63,7 @@ def read_slice_table(path: str | os.PathLike) -> dict[int, PatientSlices]:
     with open(path, newline="", encoding="utf-8-sig") as fh:
         reader = csv.DictReader(fh)
         cols = [c.strip() for c in reader.fieldnames or []]
+        unique_columns(cols, path, "slice table")
         need = ["PatientNumber", "SliceNumber", *SUBTYPES, "No_Hemorrhage", "Fracture_Yes_No"]
         missing = [c for c in need if c not in cols]
         if missing:
@@ -67,6 +71,9 @@ def read_slice_table(path: str | os.PathLike) -> dict[int, PatientSlices]:
         reader.fieldnames = cols
         for row in reader:
             line = reader.line_num
+            if None in row or None in row.values():  # DictReader: extra fields under None, missing ones None
+                raise ValueError(f"{path} line {line}: has {'more' if None in row else 'fewer'} fields than "
+                                 f"the header's {len(cols)}")
             pid = _int(row["PatientNumber"], "PatientNumber", path, line)
             k = _int(row["SliceNumber"], "SliceNumber", path, line)
             if k < 1:
@@ -85,29 +92,40 @@ def read_slice_table(path: str | os.PathLike) -> dict[int, PatientSlices]:
 
 def read_demographics(path: Path) -> tuple[dict[int, dict[str, str]], str | None]:
     """Age and sex per patient from the release's demographics sheet (two-row header tolerated)."""
-    rows = list(csv.reader(open(path, newline="", encoding="utf-8-sig")))
+    with open(path, newline="", encoding="utf-8-sig") as fh:
+        rows = list(csv.reader(fh))
     header_idx = next((i for i, r in enumerate(rows) if r and "patient" in r[0].lower()), None)
     if header_idx is None:
         return {}, f"{path}: no header row starting with 'Patient'; demographics ignored"
-    header = [c.lower() for c in rows[header_idx]]
-    age_col = next((i for i, c in enumerate(header) if c.strip().startswith("age")), None)
-    sex_col = next((i for i, c in enumerate(header) if "gender" in c or c.strip() == "sex"), None)
+    header = [c.strip().lower() for c in rows[header_idx]]
+    ages = [i for i, c in enumerate(header) if c.startswith("age")]
+    sexes = [i for i, c in enumerate(header) if "gender" in c or c == "sex"]
+    for what, found in (("age", ages), ("sex", sexes)):
+        if len(found) > 1:
+            names = ", ".join(rows[header_idx][i].strip() for i in found)
+            raise ValueError(f"{path}: {len(found)} {what} columns ({names}); which one is meant cannot be told")
+    age_col = ages[0] if ages else None
+    sex_col = sexes[0] if sexes else None
     out = {}
     for r in rows[header_idx + 1:]:
         if not r or not r[0].strip().isdigit():
             continue
+        if int(r[0]) in out:  # two rows of one patient: which age/sex is right cannot be told
+            raise ValueError(f"{path}: patient {int(r[0])} is listed twice")
         out[int(r[0])] = {"age": r[age_col].strip() if age_col is not None and age_col < len(r) else "",
                           "sex": r[sex_col].strip() if sex_col is not None and sex_col < len(r) else ""}
     return out, None
 
 
-def _find(folder: Path, pid: int) -> Path | None:
-    for stem in (f"{pid:03d}", str(pid)):
-        for ext in (".nii.gz", ".nii"):
-            p = folder / f"{stem}{ext}"
-            if p.is_file():
-                return p
-    return None
+def _find(folder: Path, pid: int) -> tuple[Path | None, str | None]:
+    """The file of patient ``pid`` and, when several exist (``049.nii`` beside ``049.nii.gz``), why
+    the patient is skipped: which one is meant cannot be told."""
+    found = [p for stem in dict.fromkeys((f"{pid:03d}", str(pid))) for ext in (".nii.gz", ".nii")
+             if (p := folder / f"{stem}{ext}").is_file()]
+    if len(found) > 1:
+        names = ", ".join(p.name for p in found)
+        return found[0], f"{folder}: {len(found)} files for patient {pid:03d} ({names}); remove all but one"
+    return (found[0] if found else None), None
 
 
 def _listed(folder: Path) -> set[int]:
@@ -135,8 +153,9 @@ def physionet_subjects(src: str | os.PathLike, cohort: str = "all",
     subjects = []
     for pid in sorted(_listed(src / "ct_scans") | set(table)):
         sid = f"{pid:03d}"
-        image = _find(src / "ct_scans", pid)
-        mask = _find(src / "masks", pid) or (src / "masks" / f"{sid}.nii")  # missing -> reported by the check
+        image, image_problem = _find(src / "ct_scans", pid)
+        mask, mask_problem = _find(src / "masks", pid)
+        mask = mask or (src / "masks" / f"{sid}.nii")  # missing -> reported by the check
         ps = table.get(pid)
         meta: dict[str, object] = {"age": demo.get(pid, {}).get("age", ""), "sex": demo.get(pid, {}).get("sex", "")}
         if ps is not None:
@@ -149,6 +168,7 @@ def physionet_subjects(src: str | os.PathLike, cohort: str = "all",
                     source_row=f"patient {sid}")
         if image is None:
             s.skip = f"{src / 'ct_scans'}: no CT file {sid}.nii[.gz] for patient {sid} of {SLICE_TABLE}"
+        s.skip = s.skip or image_problem or mask_problem
         if ps is not None:
             s.expected_slices = tuple(sorted(ps.hemorrhage))
             s.expected_num_slices = max(ps.slices) if ps.slices else None
@@ -204,3 +224,23 @@ def convert_physionet(src: str | os.PathLike, dataset_id: int, name: str,
                           description=f"PhysioNet CT-ICH head CT, {what}", reference=REFERENCE,
                           licence="see PhysioNet terms of the version used (CC BY 4.0 up to v1.3.0)",
                           extra_options={"cohort": cohort, "iph_include_negatives": iph_include_negatives})
+
+
+def _add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("src", metavar="SRC", help="release folder")
+    p.add_argument("--cohort", choices=("all", "iph"), default="all",
+                   help="all: every patient, any ICH = label 1 (default); iph: patients whose only "
+                        "subtype is intraparenchymal")
+    p.add_argument("--iph-include-negatives", action="store_true",
+                   help="with --cohort iph: also keep patients without any hemorrhage")
+    p.add_argument("--test-fraction", type=float, default=0.0, help="hold out this share of patients")
+
+
+def _run(args: argparse.Namespace, common: dict) -> Path:
+    return convert_physionet(args.src, args.dataset_id, args.name, cohort=args.cohort,
+                             iph_include_negatives=args.iph_include_negatives, test_fraction=args.test_fraction,
+                             **common)
+
+
+CONVERTER = Converter("physionet", "PhysioNet CT-ICH: ct_scans/, masks/, hemorrhage_diagnosis_raw_ct.csv",
+                      _add_arguments, _run, records_demographics=True)

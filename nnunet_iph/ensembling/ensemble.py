@@ -15,13 +15,13 @@ import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from nnunet_iph.imageio import atomic_path, write_json
 from nnunet_iph.planning.common import load_splits, preprocessed_dir, results_dir
-from nnunet_iph.planning.orientation import PLANES
+from nnunet_iph.planning import PLANES
 
 
 @dataclass(frozen=True)
@@ -317,8 +317,3 @@ class _PredictionFolder(ModelRef):
     def train_command(self, fold: int | str = "FOLD", extra: str = "") -> str:
         return f"predict into {self.folder} with --save_probabilities"
 
-
-def planes_of(models: Iterable[ModelRef]) -> dict[str, ModelRef]:
-    from nnunet_iph.planning.planes import plans_plane
-
-    return {plans_plane(m.plans()) or m.identifier: m for m in models}

@@ -11,8 +11,13 @@ in-process so models are loaded once and nothing is re-imported per step):
   the coarse probabilities for ``nnUNetTrainerCascadeFineProb``).
 
 Input files may follow nnU-Net's naming (``CASE_0000.nii.gz``) or be plain (``CASE.nii.gz``, one
-channel). Output: ``<out>/<CASE>.nii.gz``, ``<out>/volumes.csv``, ``<out>/pipeline.json`` (members,
-folds, timings) and, with ``keep_members``, each member's output under ``<out>/members/``.
+channel); each sub-folder is a DICOM case (its series chosen by :mod:`nnunet_iph.dicom.series`,
+staged as NIfTI in a private temporary folder, masks written on the series' grid plus a DICOM-SEG
+``<out>/<CASE>.seg.dcm``). Every input is read (:func:`nnunet_iph.imageio.read_image`) and
+checked before nnU-Net starts, so a bad file stops the run with its name before anything is
+written. Output: ``<out>/<CASE>.nii.gz``, ``<out>/volumes.csv``, ``<out>/pipeline.json``
+(members, folds, DICOM series, timings) and, with ``keep_members``, each member's output under
+``<out>/members/``.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -29,10 +35,11 @@ import numpy as np
 
 from nnunet_iph.ensembling.ensemble import ModelRef, check_members
 from nnunet_iph.imageio import write_json
-from nnunet_iph.inference.volumes import write_volume_table
+from nnunet_iph.inference.outputs import write_prediction_outputs
 from nnunet_iph.planning.cascade import COARSE_TRAINER_ENV, PREVIOUS_TRAINER_KEY, PROBABILITY_LEVELS
 
 PIPELINES = ("single", "ensemble", "planes", "cascade")
+BRAIN_DIR = "brain"  # intracranial masks of the inputs (--brain-mask)
 
 
 @dataclass
@@ -47,6 +54,12 @@ class PredictSettings:
     save_probabilities: bool = False
     keep_members: bool = False  # keep each member's output under <out>/members/
     verbose: bool = False
+    dicom_irregular: str = "error"  # gantry tilt / missing slices in a DICOM case: error | keep | resample
+    series_uids: tuple[str, ...] = ()  # DICOM: segment these series (one per case folder) instead of the rule
+    dicom_seg: bool = True  # DICOM cases: also write <CASE>.seg.dcm
+    qc: bool = True  # OUT/qc/<case>.png and their links in OUT/index.html
+    brain_mask: bool = False  # intracranial masks of the inputs -> OUT/brain/, intracranial_ml in volumes.csv
+    patients: str | None = None  # case -> patient / time map -> OUT/patients.csv (hematoma expansion)
 
 
 @dataclass
@@ -101,6 +114,79 @@ def list_input_cases(input_folder: str | os.PathLike, file_ending: str, n_channe
     if any(matches):
         raise ValueError(f"{folder}: mixes nnU-Net names (CASE_0000{file_ending}) and plain names; use one style")
     return {s: [str(p)] for s, p in zip(stems, files)}
+
+
+def validate_inputs(cases: dict[str, list[str]]) -> None:
+    """Read every input through the one reader; refuse what nnU-Net would choke on or misread."""
+    from nnunet_iph.imageio import InputError, read_image
+
+    for case, files in cases.items():
+        for f in files:
+            img = read_image(f, "input image")
+            if img.GetNumberOfComponentsPerPixel() != 1:
+                raise InputError(f"input image {f}: {img.GetNumberOfComponentsPerPixel()} components per pixel "
+                                 f"(RGB / vector image); expected a grey-value CT volume")
+            if img.GetDimension() != 3:
+                raise InputError(f"input image {f}: {img.GetDimension()}D image (size "
+                                 f"{'x'.join(map(str, img.GetSize()))}); expected a 3D CT volume")
+
+
+def gather_inputs(input_folder: str | os.PathLike, file_ending: str, n_channels: int, staging: Path,
+                  settings: PredictSettings, timing: Timing,
+                  output_folder: Path | None = None) -> tuple[dict[str, list[str]], list]:
+    """Image files and DICOM case folders of ``input_folder`` -> ``{case: [channel files]}`` (DICOM cases
+    staged under ``staging``) and the DICOM cases; every input read and checked. An output folder
+    inside the input folder is not a case."""
+    from nnunet_iph.dicom.cases import check_requested_uids, is_case_folder, stage_case
+    from nnunet_iph.dicom.series import holds_dicom
+
+    folder = Path(input_folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: input folder not found")
+    t = time.perf_counter()
+    has_files = any(p.name.endswith(file_ending) and not p.name.startswith(".") and p.is_file()
+                    for p in folder.iterdir())
+    skip = output_folder.resolve() if output_folder is not None else None
+    sub = sorted(p for p in folder.iterdir() if is_case_folder(p) and p.resolve() != skip)
+    if not has_files and not sub and holds_dicom(folder):
+        raise ValueError(f"{folder}: holds DICOM files itself; -i takes a folder of cases: put each case's "
+                         f"series in its own folder (IN/CASE/...)")
+    if not has_files and not sub:
+        raise FileNotFoundError(f"{folder}: no usable input: no {file_ending} files and no case folders "
+                                f"holding a DICOM series")
+    cases = list_input_cases(folder, file_ending, n_channels) if has_files else {}
+    validate_inputs(cases)
+    timing.stages["validate_inputs"] = time.perf_counter() - t
+    if sub and n_channels != 1:
+        raise ValueError(f"{folder}: DICOM case folders give one channel; the model needs {n_channels}")
+    t = time.perf_counter()
+    uids = frozenset(settings.series_uids)
+    dicom_cases = []
+    for p in sub:
+        if p.name in cases:
+            raise ValueError(f"{folder}: case {p.name} is both a file and a DICOM folder")
+        dicom_cases.append(stage_case(p.name, p, staging, file_ending, settings.dicom_irregular, uids))
+        cases[p.name] = [str(dicom_cases[-1].staged)]
+    check_requested_uids(dicom_cases, uids)
+    if dicom_cases:
+        timing.stages["dicom_read_stage"] = time.perf_counter() - t
+    return dict(sorted(cases.items())), dicom_cases
+
+
+def finish_dicom_cases(dicom_cases: list, out: Path, ds: dict, settings: PredictSettings,
+                       timing: Timing) -> dict[str, dict]:
+    """Masks of DICOM cases on their series' grid, DICOM-SEGs; the pipeline.json entry per case."""
+    from nnunet_iph.dicom.cases import finish_case
+
+    t = time.perf_counter()
+    info = {}
+    for case in dicom_cases:
+        seg = out / f"{case.name}.seg.dcm" if settings.dicom_seg else None
+        seg = finish_case(case, out / f"{case.name}{ds['file_ending']}", ds.get("labels"), seg)
+        info[case.name] = case.summary(seg)
+    if dicom_cases:
+        timing.stages["dicom_outputs"] = time.perf_counter() - t
+    return info
 
 
 def available_folds(model: ModelRef, folds: Sequence[int | str] | None, checkpoint: str) -> tuple[int | str, ...]:
@@ -314,6 +400,7 @@ class PredictResult:
     volumes_csv: Path
     timing: Timing
     members: dict[str, str]
+    dicom: list = field(default_factory=list)  # the DICOM cases (series chosen, others, handling)
 
 
 def predict(input_folder: str | os.PathLike, output_folder: str | os.PathLike, pipeline: str,
@@ -332,9 +419,18 @@ def predict(input_folder: str | os.PathLike, output_folder: str | os.PathLike, p
     if pipeline in ("ensemble", "planes"):
         check_members(models, require_planes=pipeline == "planes")
     out = Path(output_folder)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"output {out}: exists and is not a folder; -o names the output folder")
+    if settings.patients:
+        from nnunet_iph.inference.patients import read_patient_map
+
+        read_patient_map(settings.patients)  # a bad map fails now, not after the inference
     timing = Timing()
     ds = models[0].dataset_json()
-    cases = list_input_cases(input_folder, ds["file_ending"], len(ds["channel_names"]))
+    # DICOM cases are staged here; removed right after the outputs are written (or at exit, on an error)
+    staging = tempfile.TemporaryDirectory(prefix="nnunet-iph-dicom-")
+    cases, dicom_cases = gather_inputs(input_folder, ds["file_ending"], len(ds["channel_names"]),
+                                       Path(staging.name), settings, timing, out)
     timing.cases = len(cases)
     members_dir = out / "members"
     members: dict[str, str] = {}
@@ -365,12 +461,25 @@ def predict(input_folder: str | os.PathLike, output_folder: str | os.PathLike, p
         timing.stages["fine"] = time.perf_counter() - t
         members = {f"coarse:{coarse_model.identifier}": str(coarse_out), f"fine:{fine.identifier}": str(out)}
 
-    csv_path = write_volume_table(out, list(cases), out / "volumes.csv", ds["file_ending"], ds.get("labels"))
+    dicom_info = finish_dicom_cases(dicom_cases, out, ds, settings, timing)
+    brain_dir = None
+    if settings.brain_mask:
+        from nnunet_iph.brain.folder import brain_masks
+
+        t = time.perf_counter()
+        brain_dir = out / BRAIN_DIR
+        brain_masks({case: files[0] for case, files in cases.items()}, brain_dir, progress=settings.verbose,
+                    file_ending=ds["file_ending"])
+        timing.stages["brain_mask"] = time.perf_counter() - t
+    csv_path = write_prediction_outputs(out, cases, ds["file_ending"], ds.get("labels"), pipeline=pipeline,
+                                        models=models, qc=settings.qc, patients=settings.patients,
+                                        brain_masks=brain_dir)
+    staging.cleanup()
     if not settings.keep_members and members_dir.is_dir():
         shutil.rmtree(members_dir)
     timing.total_s = time.perf_counter() - t_start
     write_json({"pipeline": pipeline, "models": [str(m.folder) for m in models],
                 "coarse": str(coarse_model.folder) if pipeline == "cascade" else None,
-                "members": members, "cases": list(cases), "settings": asdict(settings),
+                "members": members, "cases": list(cases), "dicom": dicom_info, "settings": asdict(settings),
                 "timing": {**timing.summary(), "stages": timing.stages}}, out / "pipeline.json")
-    return PredictResult(out, list(cases), csv_path, timing, members)
+    return PredictResult(out, list(cases), csv_path, timing, members, dicom_cases)

@@ -16,8 +16,9 @@ from nnunet_iph.networks.swin_unet import SwinUNet
 from nnunet_iph.networks.transunet import TransUNet
 from nnunet_iph.networks.unet import UNet
 from nnunet_iph.networks.unet_plusplus import UNetPlusPlus
+from nnunet_iph.networks.vnet import VNet
 
 NETWORKS = {cls.__name__: cls for cls in (UNet, AttentionUNet, FPN, TransUNet, SwinUNet, UNetPlusPlus,
-                                          ResUNet, LinkNet, DenseNetCoarse)}
+                                          ResUNet, LinkNet, DenseNetCoarse, VNet)}
 
 __all__ = ["ENCODERS", "NETWORKS", "SegmentationNetwork", "build_encoder", *sorted(NETWORKS)]

@@ -173,6 +173,12 @@ def _swin(input_channels, ops, strides, kernel_sizes, width=1.0) -> nn.Module:
     return SwinEncoder(input_channels, ops, strides, kernel_sizes, width)
 
 
+def _vnet(input_channels, ops, strides, kernel_sizes, width=1.0) -> nn.Module:
+    from nnunet_iph.networks.vnet import VNetEncoder
+
+    return VNetEncoder(input_channels, ops, strides, kernel_sizes, width)
+
+
 def _plans_features(features_per_stage, n: int, width: float) -> list[int]:
     if features_per_stage is None:
         features_per_stage = [min(32 * 2 ** s, 512) for s in range(n)]
@@ -191,13 +197,15 @@ ENCODERS: dict[str, Callable[..., nn.Module]] = {
     "resunet": lambda i, o, s, k, width=1.0, **_: ResNetEncoder(i, o, s, k, width, RESUNET_WIDTHS, (1,), True),
     "dense": lambda i, o, s, k, width=1.0, **_: DenseEncoder(i, o, s, k, width),
     "swin": lambda i, o, s, k, width=1.0, **_: _swin(i, o, s, k, width),
+    "vnet": lambda i, o, s, k, width=1.0, **_: _vnet(i, o, s, k, width),
 }
 """Encoder names accepted by every network's ``encoder`` argument.
 
 ``vgg16`` (the reference study's backbone), ``plain`` / ``resenc`` (nnU-Net's PlainConvEncoder /
 ResidualEncoder sized by the plans' ``features_per_stage``, ``n_conv_per_stage`` /
 ``n_blocks_per_stage``), ``resnet`` (ResNet-18 layout), ``resunet`` (pre-activation residual
-units), ``dense`` (DenseNet, 6 layers per block), ``swin`` (Swin transformer, Swin U-Net's default)."""
+units), ``dense`` (DenseNet, 6 layers per block), ``swin`` (Swin transformer, Swin U-Net's default), ``vnet``
+(V-Net's residual 5x5(x5) stages with strided-conv down-sampling)."""
 
 
 def build_encoder(name: str, input_channels: int, ops: Ops, strides, kernel_sizes, width: float = 1.0,

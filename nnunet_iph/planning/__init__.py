@@ -8,3 +8,6 @@
 Submodules import nnU-Net lazily; set the nnU-Net environment first
 (:func:`nnunet_iph.environment.apply_nnunet_env`).
 """
+
+#: the three slicing planes of the per-plane 2D models, in the order plans, ensembles and reports use
+PLANES = ("axial", "coronal", "sagittal")

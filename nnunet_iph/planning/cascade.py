@@ -37,7 +37,6 @@ CASCADE_KEY = "nnunet_iph_cascade"
 PREVIOUS_TRAINER_KEY = "previous_stage_trainer"
 COARSE_TRAINER_ENV = "NNUNET_IPH_COARSE_TRAINER"
 PROBABILITY_FOLDER = "predicted_next_stage_probabilities"
-DEFAULT_COARSE_TRAINER = "nnUNetTrainerDenseNetCoarse"
 
 
 @dataclass(frozen=True)
@@ -100,23 +99,6 @@ def write_cascade_plans(dataset: int | str, layout: CascadeLayout = CascadeLayou
     plans[CASCADE_KEY] = {"source_plans": source_plans, "coarse": layout.coarse, "fine": layout.fine,
                           "coarse_trainer": coarse_trainer}
     return save_plans(plans, out_path)
-
-
-def cascade_layout_from_plans(plans: dict) -> CascadeLayout:
-    meta = plans.get(CASCADE_KEY)
-    if not isinstance(meta, dict):
-        raise ValueError(f"plans {plans.get('plans_name')!r} hold no nnunet-iph cascade (write them with "
-                         "`nnunet-iph plan --cascade`)")
-    fine = list(meta["fine"])
-    fine_3d = next((f for f in fine if _patch_dim(plans, f) == 3), None)
-    fine_2d = next((f for f in fine if _patch_dim(plans, f) == 2), None)
-    return CascadeLayout(plans["plans_name"], meta["coarse"], fine_3d, fine_2d)
-
-
-def _patch_dim(plans: dict, configuration: str) -> int:
-    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
-
-    return len(PlansManager(plans).get_configuration(configuration).patch_size)
 
 
 # --------------------------------------------------------------------------- readiness checks

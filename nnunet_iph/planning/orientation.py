@@ -22,9 +22,10 @@ from typing import Iterable, Sequence
 import numpy as np
 import SimpleITK as sitk
 
+from nnunet_iph.planning import PLANES
+
 #: physical (LPS/RAS, same axis order x, y, z) axis normal to each plane
 PLANE_NORMAL = {"sagittal": 0, "coronal": 1, "axial": 2}
-PLANES = ("axial", "coronal", "sagittal")
 #: readers that reorient every image to one canonical orientation on load (array axis 0 = S-I, ...)
 REORIENTING_READERS = {"SimpleITKIOWithReorient", "NibabelIOWithReorient"}
 #: readers whose array axes are the voxel index axes reversed (k, j, i)

@@ -19,9 +19,10 @@ from copy import deepcopy
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from nnunet_iph.planning import PLANES
 from nnunet_iph.planning.common import (dataset_id, dataset_name, ensure_fingerprint, plans_path,
                                         preprocess_configurations, training_cases)
-from nnunet_iph.planning.orientation import (CANONICAL_MAPPING, HEADER_READERS, PLANES, REORIENTING_READERS,
+from nnunet_iph.planning.orientation import (CANONICAL_MAPPING, HEADER_READERS, REORIENTING_READERS,
                                              check_orientations, plane_transpose)
 
 PLANE_KEY = "nnunet_iph_plane"  # plans-level metadata written by this module

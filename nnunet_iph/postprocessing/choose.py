@@ -3,9 +3,10 @@ with our metrics and a small grid of options).
 
 Every candidate of the grid is applied to every validation prediction and scored with
 :func:`nnunet_iph.analysis.metrics.box_metrics`; the mean of the chosen metric over all cases and
-labels decides. A candidate is kept only if it beats the current choice by more than
-``min_improvement``; with ``greedy=True`` further candidates are then stacked on the best one
-while they still improve. Images are read once and only the bounding box of each case's
+labels decides, in the direction of the metric table (higher / lower is better; for the relative
+volume difference the mean of ``|rvd|``, so that removing lesions does not look like progress).
+A candidate is kept only if it beats the current choice by more than ``min_improvement``; with
+``greedy=True`` further candidates are then stacked on the best one while they still improve. Images are read once and only the bounding box of each case's
 foreground (plus the kernels' reach) is kept, so the grid costs little.
 """
 
@@ -21,6 +22,12 @@ import numpy as np
 import pandas as pd
 
 from nnunet_iph.analysis import metrics as M
+from nnunet_iph.analysis.evaluate import _json_safe, pair_cases, read_pair, resolve_labels
+from nnunet_iph.analysis.label_values import LabelValues
+from nnunet_iph.analysis.metric_table import (DIRECTION_TEXT, metric_direction, objective_name, objective_sign,
+                                              objective_values, scored_metrics)
+from nnunet_iph.analysis.output_paths import check_output_dir, reporting_write_errors
+from nnunet_iph.parallel import progress_bar
 from nnunet_iph.postprocessing.operations import PostprocessingConfig, apply_postprocessing
 
 #: the default grid: small-component removal, largest component(s), holes, 1-voxel opening/closing
@@ -31,14 +38,7 @@ DEFAULT_GRID: tuple[dict[str, Any], ...] = (
     {"opening_radius": 1, "radius_unit": "voxel"}, {"closing_radius": 1, "radius_unit": "voxel"},
 )
 
-#: metrics where a larger value is better (all others: smaller is better)
-HIGHER_IS_BETTER = ("dice", "iou", "precision", "recall", "specificity", "lesions_detected")
-
 REPORT_METRICS = ("dice", "hd95_mm", "assd_mm", "recall", "precision", "lesions_false_positive")
-
-
-def higher_is_better(metric: str) -> bool:
-    return metric in HIGHER_IS_BETTER or metric.startswith("nsd_")
 
 
 @dataclass
@@ -62,8 +62,9 @@ class ChoiceResult:
     after: pd.DataFrame | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"metric": self.metric, "higher_is_better": higher_is_better(self.metric),
-                "baseline_mean": _num(self.baseline), "chosen_mean": _num(self.best),
+        return {"metric": self.metric, "direction": metric_direction(self.metric),
+                "objective": f"mean {objective_name(self.metric)}", "baseline_mean": _num(self.baseline),
+                "chosen_mean": _num(self.best),
                 "chosen": self.chosen.to_dict(), "chosen_description": self.chosen.describe(),
                 "steps": self.steps, "candidates": self.candidates}
 
@@ -73,22 +74,21 @@ def _num(v: float) -> float | None:
 
 
 def _score(rows: list[dict[str, Any]], metric: str) -> float:
-    v = np.array([r[metric] for r in rows], float)
+    """The mean objective (``|rvd|`` for closest-to-0 metrics) over the finite values."""
+    v = objective_values(metric, [r[metric] for r in rows])
     v = v[np.isfinite(v)]
     return float(v.mean()) if v.size else math.nan
 
 
-def _load_cases(ref_dir, pred_dir, file_ending, subset, margin_mm: float, margin_vox: int, progress: bool
-                ) -> list[_Case]:
-    from nnunet_iph.analysis.evaluate import _progress, pair_cases, read_pair
-
+def _load_cases(ref_dir, pred_dir, file_ending, subset, margin_mm: float, margin_vox: int, progress: bool,
+                values: LabelValues) -> list[_Case]:
     pairs = pair_cases(ref_dir, pred_dir, file_ending, subset)
     cases = []
-    bar = _progress(len(pairs), progress, "load")
+    bar = progress_bar(len(pairs), progress, "load")
     for case, r_path, p_path in pairs:
-        ref, pred, spacing = read_pair(r_path, p_path)
+        ref, pred, spacing = read_pair(r_path, p_path, values)
         margin = [max(margin_vox, math.ceil(margin_mm / s)) + 1 for s in spacing]
-        box = M._union_bbox(M.nonzero_bbox(ref), M.nonzero_bbox(pred))
+        box = M.union_bbox(M.nonzero_bbox(ref), M.nonzero_bbox(pred))
         if box is None:
             box = (slice(0, 0),) * ref.ndim
         else:
@@ -117,33 +117,34 @@ def choose_postprocessing(ref_dir: str | os.PathLike, pred_dir: str | os.PathLik
                           subset: bool = False, surface: str = M.DEFAULT_SURFACE,
                           nsd_tolerance_mm: float = M.DEFAULT_NSD_TOLERANCE_MM,
                           hd95_variant: str = M.DEFAULT_HD95_VARIANT, percentile: float = M.DEFAULT_PERCENTILE,
-                          empty_penalty: str = M.DEFAULT_EMPTY_PENALTY, progress: bool = True) -> ChoiceResult:
+                          empty_penalty: str = M.DEFAULT_EMPTY_PENALTY, dataset_json: str | os.PathLike | None = None,
+                          threshold: float | None = None, map_labels: Sequence[str] | None = None,
+                          progress: bool = True) -> ChoiceResult:
     """Pick the post-processing that improves the mean ``metric`` most (or none).
 
     ``output_dir`` receives ``postprocessing.json`` (choice, every candidate's mean),
-    ``postprocessing_cases.csv`` (per case and label, before and after) and ``postprocessing.md``.
+    ``postprocessing_cases.csv`` (per case and label, before and after) and ``postprocessing.md``;
+    it is checked before any image is read. Labels and non-label images are handled as by
+    ``evaluate`` (:func:`nnunet_iph.analysis.evaluate.resolve_labels`).
     """
     metric_kwargs = {"surface": surface, "nsd_tolerance_mm": nsd_tolerance_mm, "hd95_variant": hd95_variant,
                      "percentile": percentile, "empty_penalty": empty_penalty}
-    M._check_options(surface, hd95_variant, empty_penalty, percentile, nsd_tolerance_mm)
-    allowed = set(M.metric_columns(nsd_tolerance_mm)[2:]) - {"empty_ref", "empty_pred", "volume_ref_ml"}
+    M.check_options(surface, hd95_variant, empty_penalty, percentile, nsd_tolerance_mm)
+    allowed = scored_metrics(nsd_tolerance_mm)
     if metric not in allowed:
-        raise ValueError(f"metric {metric!r} is not one of {', '.join(sorted(allowed))}")
+        raise ValueError(f"metric {metric!r} is not one of {', '.join(allowed)}")
+    if output_dir is not None:
+        check_output_dir(output_dir, "output folder")
     configs = [g if isinstance(g, PostprocessingConfig) else PostprocessingConfig.from_dict(g)
                for g in (grid if grid is not None else DEFAULT_GRID)]
-    parsed_labels = [M.parse_label(v) for v in labels] if labels else None
-    if parsed_labels is None:
-        from nnunet_iph.analysis.evaluate import labels_from_dataset_json
-
-        ds = Path(ref_dir).resolve().parent / "dataset.json"
-        parsed_labels = (labels_from_dataset_json(ds) or None) if ds.is_file() else None
+    parsed_labels, values = resolve_labels(ref_dir, labels, dataset_json, map_labels, threshold)
     margin_mm = max([(c.closing_radius or 0) for c in configs if c.radius_unit == "mm"] + [0])
     margin_vox = max([int(math.ceil(c.closing_radius or 0)) for c in configs if c.radius_unit == "voxel"] + [0])
-    cases = _load_cases(ref_dir, pred_dir, file_ending, subset, margin_mm, margin_vox, progress)
+    cases = _load_cases(ref_dir, pred_dir, file_ending, subset, margin_mm, margin_vox, progress, values)
     if parsed_labels is None:
         found = sorted({int(v) for c in cases for v in np.union1d(np.unique(c.ref), np.unique(c.pred)) if v != 0})
         parsed_labels = found or [1]
-    sign = 1.0 if higher_is_better(metric) else -1.0
+    sign = objective_sign(metric)
 
     baseline_rows = _evaluate(cases, None, parsed_labels, metric_kwargs)
     baseline = _score(baseline_rows, metric)
@@ -154,9 +155,7 @@ def choose_postprocessing(ref_dir: str | os.PathLike, pred_dir: str | os.PathLik
             scores[cfg] = _score(_evaluate(cases, cfg, parsed_labels, metric_kwargs), metric)
         return scores[cfg]
 
-    from nnunet_iph.analysis.evaluate import _progress
-
-    bar = _progress(len(configs), progress, "candidates")
+    bar = progress_bar(len(configs), progress, "candidates")
     candidates = []
     for cfg in configs:
         s = score(cfg)
@@ -208,38 +207,37 @@ def before_after_table(result: ChoiceResult, nsd_tolerance_mm: float = M.DEFAULT
                 continue
             x, y = bb[m].to_numpy(float), aa[m].to_numpy(float)
             ok = np.isfinite(x) & np.isfinite(y)
-            sign = 1 if higher_is_better(m) else -1
+            gain = objective_sign(m) * (objective_values(m, y[ok]) - objective_values(m, x[ok]))
             rows.append({"label": label, "metric": m, "before": float(np.mean(x[ok])) if ok.any() else math.nan,
                          "after": float(np.mean(y[ok])) if ok.any() else math.nan,
                          "difference": float(np.mean(y[ok] - x[ok])) if ok.any() else math.nan,
-                         "cases_improved": int((sign * (y[ok] - x[ok]) > 0).sum()),
-                         "cases_worse": int((sign * (y[ok] - x[ok]) < 0).sum())})
+                         "cases_improved": int((gain > 0).sum()), "cases_worse": int((gain < 0).sum())})
     return pd.DataFrame(rows)
 
 
 def write_choice(result: ChoiceResult, output_dir: str | os.PathLike,
                  nsd_tolerance_mm: float = M.DEFAULT_NSD_TOLERANCE_MM, info: dict[str, Any] | None = None) -> Path:
-    from nnunet_iph.analysis.evaluate import _json_safe
     from nnunet_iph.imageio import write_csv, write_json, write_text
 
-    out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = check_output_dir(output_dir, "output folder")
     table = before_after_table(result, nsd_tolerance_mm)
     per_case = result.before.merge(result.after, on=["case", "label"], suffixes=("_before", "_after"))
     keep = ["case", "label"] + [c for m in dict.fromkeys([result.metric, *REPORT_METRICS])
                                 for c in (f"{m}_before", f"{m}_after") if c in per_case]
-    write_csv(per_case[keep], out / "postprocessing_cases.csv")
-    write_json(_json_safe({**result.to_dict(), "before_after": table.to_dict(orient="records"), **(info or {})}),
-               out / "postprocessing.json")
-    write_text(format_choice(result, table), out / "postprocessing.md")
+    with reporting_write_errors("the post-processing choice"):
+        out.mkdir(parents=True, exist_ok=True)
+        write_csv(per_case[keep], out / "postprocessing_cases.csv")
+        write_text(format_choice(result, table), out / "postprocessing.md")
+        write_json(_json_safe({**result.to_dict(), "before_after": table.to_dict(orient="records"),
+                               **(info or {})}), out / "postprocessing.json")
     return out / "postprocessing.json"
 
 
 def format_choice(result: ChoiceResult, table: pd.DataFrame | None = None) -> str:
     table = before_after_table(result) if table is None else table
-    arrow = "higher" if higher_is_better(result.metric) else "lower"
-    lines = [f"# Post-processing choice ({result.metric}, {arrow} is better)", "",
-             f"Chosen: **{result.chosen.describe()}** — mean {result.metric} {result.baseline:.4f} -> {result.best:.4f}",
+    name = objective_name(result.metric)
+    lines = [f"# Post-processing choice (mean {name}, {DIRECTION_TEXT[metric_direction(result.metric)]})", "",
+             f"Chosen: **{result.chosen.describe()}** — mean {name} {result.baseline:.4f} -> {result.best:.4f}",
              "", "| candidate | mean | change |", "|---|---|---|"]
     for c in result.candidates:
         mean = "n/a" if c["mean"] is None else f"{c['mean']:.4f}"
@@ -255,4 +253,4 @@ def format_choice(result: ChoiceResult, table: pd.DataFrame | None = None) -> st
 
 
 __all__ = ["DEFAULT_GRID", "ChoiceResult", "choose_postprocessing", "before_after_table", "write_choice",
-           "format_choice", "higher_is_better"]
+           "format_choice"]

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
-from concurrent.futures import ProcessPoolExecutor
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,10 @@ def load_config(path: str | os.PathLike) -> PostprocessingConfig:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"post-processing config {path} does not exist")
-    data = json.loads(path.read_text(encoding="utf-8"))
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"post-processing config {path}: not readable JSON ({err})") from None
     if isinstance(data, dict) and "chosen" in data:
         data = data["chosen"]
     if isinstance(data, dict) and "config" in data and isinstance(data["config"], dict):
@@ -32,13 +35,19 @@ def load_config(path: str | os.PathLike) -> PostprocessingConfig:
 
 
 def postprocess_file(src: Path, dst: Path, config: PostprocessingConfig) -> dict[str, Any]:
+    """Post-process one label image into ``dst`` (same geometry). Read by
+    :func:`nnunet_iph.imageio.read_image`: a truncated or corrupt file is refused, never rewritten as
+    a valid one; so is an image that is no label map (a probability map)."""
     import SimpleITK as sitk
 
+    from nnunet_iph.analysis.label_values import LabelValues, check_label_image
     from nnunet_iph.analysis.metrics import spacing_from_sitk
-    from nnunet_iph.imageio import write_image
+    from nnunet_iph.imageio import read_image, write_image
 
-    image = sitk.ReadImage(str(src))
+    image = read_image(src, "label image")
+    check_label_image(image, src, "label image")
     arr = sitk.GetArrayFromImage(image)
+    LabelValues().to_labels(arr, src, "label image")  # refuses non-label data; the voxel type is kept
     out = apply_postprocessing(arr, spacing_from_sitk(image), config)
     result = sitk.GetImageFromArray(out)
     result.CopyInformation(image)
@@ -46,41 +55,48 @@ def postprocess_file(src: Path, dst: Path, config: PostprocessingConfig) -> dict
     return {"case": src.name, "changed_voxels": int((out != arr).sum())}
 
 
-def _star(args):
-    return postprocess_file(*args)
+def _postprocess_job(job: tuple[Path, Path, PostprocessingConfig]) -> dict[str, Any]:
+    return postprocess_file(*job)
 
 
 def postprocess_folder(in_dir: str | os.PathLike, out_dir: str | os.PathLike, config: PostprocessingConfig,
                        file_ending: str | None = None, num_workers: int = 1, progress: bool = True
                        ) -> list[dict[str, Any]]:
     """Post-process every label image of ``in_dir`` into ``out_dir`` (same names, same geometry)
-    and store the configuration as ``out_dir/postprocessing.json``."""
-    from nnunet_iph.analysis.evaluate import _progress, find_cases
+    and store the configuration as ``out_dir/postprocessing.json``.
+
+    All or nothing: images are written to a hidden folder inside ``out_dir`` and moved into place
+    only when every one succeeded, so a bad input (named in the error) leaves ``out_dir`` as it was.
+    """
+    from nnunet_iph.analysis.evaluate import find_cases
+    from nnunet_iph.analysis.output_paths import check_output_dir, reporting_write_errors
     from nnunet_iph.imageio import write_json
+    from nnunet_iph.parallel import run_jobs
 
     in_dir, out_dir = Path(in_dir), Path(out_dir)
     cases = find_cases(in_dir, file_ending)
     if not cases:
         raise ValueError(f"no label images in {in_dir}")
+    check_output_dir(out_dir, "output folder")
     if out_dir.resolve() == in_dir.resolve():
         raise ValueError(f"output folder {out_dir} is the input folder; write to another folder")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    jobs = [(path, out_dir / path.name, config) for path in cases.values()]
-    results = []
-    bar = _progress(len(jobs), progress, "postprocess")
+    created = not out_dir.exists()
+    with reporting_write_errors("post-processed images"):
+        out_dir.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".postprocess-", dir=out_dir))
     try:
-        if num_workers > 1 and len(jobs) > 1:
-            ctx = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(max_workers=min(num_workers, len(jobs)), mp_context=ctx) as pool:
-                for r in pool.map(_star, jobs, chunksize=1):
-                    results.append(r)
-                    bar.update(1)
-        else:
-            for job in jobs:
-                results.append(_star(job))
-                bar.update(1)
-    finally:
-        bar.close()
-    write_json({"config": config.to_dict(), "description": config.describe(), "source": str(in_dir),
-                "cases": results}, out_dir / CONFIG_FILE)
+        jobs = [(path, staging / path.name, config) for path in cases.values()]
+        results = [r for _, r in run_jobs(_postprocess_job, jobs, num_workers, desc="postprocess",
+                                          progress=progress)]
+        with reporting_write_errors("post-processed images"):
+            for path in cases.values():
+                os.replace(staging / path.name, out_dir / path.name)
+            write_json({"config": config.to_dict(), "description": config.describe(), "source": str(in_dir),
+                        "cases": results}, out_dir / CONFIG_FILE)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        if created:
+            shutil.rmtree(out_dir, ignore_errors=True)
+        raise
+    shutil.rmtree(staging, ignore_errors=True)
     return results

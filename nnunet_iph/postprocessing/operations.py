@@ -186,14 +186,19 @@ class PostprocessingConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "PostprocessingConfig":
+        if not isinstance(d, dict):
+            raise ValueError(f"a post-processing configuration is a JSON object, not {type(d).__name__}")
         names = {f.name for f in fields(cls)}
         unknown = set(d) - names
         if unknown:
             raise ValueError(f"unknown post-processing option(s): {', '.join(sorted(unknown))}")
-        d = dict(d)
-        if d.get("labels") is not None:
-            d["labels"] = tuple(int(v) for v in d["labels"])
-        return cls(**d)
+        try:
+            d = dict(d)
+            if d.get("labels") is not None:
+                d["labels"] = tuple(int(v) for v in d["labels"])
+            return cls(**d)
+        except TypeError as err:  # a string where a number belongs: isfinite("1") / int([1])
+            raise ValueError(f"post-processing configuration {d}: wrong type of value ({err})") from None
 
     def merged(self, other: "PostprocessingConfig") -> "PostprocessingConfig | None":
         """Both sets of steps, or None when they set the same step or different radius units."""

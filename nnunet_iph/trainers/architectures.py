@@ -19,7 +19,7 @@ from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 from torch import nn
 
 from nnunet_iph.networks import (AttentionUNet, DenseNetCoarse, FPN, LinkNet, ResUNet, SwinUNet, TransUNet, UNet,
-                                 UNetPlusPlus)
+                                 UNetPlusPlus, VNet)
 from nnunet_iph.networks.base import PLANS_ENCODER_KEYS, PLANS_IGNORED_KEYS, SegmentationNetwork
 from nnunet_iph.trainers.focal_dice import nnUNetTrainerFocalDice
 
@@ -121,6 +121,14 @@ class nnUNetTrainerLinkNet(nnUNetTrainerFocalDice):
     """LinkNet: ResNet-18-style encoder, additive decoder skips."""
 
     build_network_architecture = network_builder(LinkNet, encoder="resnet")
+
+
+# --- DeepBleed (MISTIE II/III) --------------------------------------------------------------------
+
+class nnUNetTrainerVNet(nnUNetTrainerFocalDice):
+    """V-Net (Milletari 2016; DeepBleed's network): residual 5x5(x5) stages, PReLU, strided convs."""
+
+    build_network_architecture = network_builder(VNet, encoder="vnet")
 
 
 # --- coarse-to-fine study -----------------------------------------------------------------------

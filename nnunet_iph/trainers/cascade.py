@@ -29,9 +29,10 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from nnunet_iph.planning.cascade import (PROBABILITY_LEVELS, check_coarse_outputs, export_coarse_probabilities,
                                          resolve_coarse_trainer)
+from nnunet_iph.trainers.checkpointing import AtomicCheckpoints
 
 
-class nnUNetTrainerCascadeFine(nnUNetTrainer):
+class nnUNetTrainerCascadeFine(AtomicCheckpoints, nnUNetTrainer):
     """Fine stage: image + coarse mask (one-hot), coarse stage trained by any trainer class."""
 
     coarse_input = "argmax"

@@ -2,8 +2,8 @@
 
 nnU-Net's default (every trainer without ``Adam`` in its name): SGD, Nesterov momentum 0.99,
 weight decay 3e-5, initial lr 0.01 with polynomial decay (exponent 0.9) over the epochs.
-``<Trainer>Adam`` exists for nnUNetTrainerFocalDice and every trainer of
-:mod:`nnunet_iph.trainers.architectures` (and ``<Trainer>Adam_<E>ep_<I>it`` by name).
+``<Trainer>Adam`` exists for nnUNetTrainerFocalDice and every trainer derived from it, in any module
+of :mod:`nnunet_iph.trainers` (and ``<Trainer>Adam_<E>ep_<I>it`` by name).
 """
 
 from __future__ import annotations
@@ -13,8 +13,7 @@ from typing import Any
 import torch
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
-from nnunet_iph.trainers import architectures
-from nnunet_iph.trainers.focal_dice import nnUNetTrainerFocalDice
+from nnunet_iph.trainer_catalog import ADAM_SUFFIX, adam_description
 
 
 class PlateauOnValidationLoss:
@@ -61,18 +60,9 @@ class PaperHyperparametersMixin:
         self.lr_scheduler.observe(self.logger.get_value("val_losses", step=-1))
 
 
-def _adam_variants() -> dict[str, type]:
-    bases = [nnUNetTrainerFocalDice] + [obj for name, obj in vars(architectures).items()
-                                        if name.startswith("nnUNetTrainer") and isinstance(obj, type)
-                                        and obj.__module__ == architectures.__name__]
-    variants = {}
-    for base in bases:
-        name = f"{base.__name__}Adam"
-        variants[name] = type(name, (PaperHyperparametersMixin, base), {
-            "__module__": __name__, "__qualname__": name,
-            "__doc__": f"{base.__name__} with the paper's Adam lr 5e-4 + ReduceLROnPlateau."})
-    return variants
-
-
-ADAM_TRAINERS = _adam_variants()
-globals().update(ADAM_TRAINERS)
+def make_adam_variant(base: type, module: str) -> type:
+    """``<base>Adam``: ``base`` with :class:`PaperHyperparametersMixin` (made for every trainer of the
+    focal + Dice family by the discovery in :mod:`nnunet_iph.trainers`)."""
+    name = f"{base.__name__}{ADAM_SUFFIX}"
+    return type(name, (PaperHyperparametersMixin, base), {
+        "__module__": module, "__qualname__": name, "__doc__": adam_description(base.__name__)})

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import os
 import random
-import re
 from typing import Mapping
 
 import numpy as np
@@ -27,10 +26,10 @@ import numpy as np
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
+from nnunet_iph.trainer_catalog import SCHEDULE_NAME
 from nnunet_iph.trainers.checkpointing import AtomicCheckpoints
 
 SEED_ENV = "NNUNET_IPH_SEED"
-SCHEDULE_NAME = re.compile(r"^(?P<base>nnUNetTrainer\w*?)_(?P<epochs>\d+)ep_(?P<iters>\d+)it(?P<no_tta>_noTTA)?$")
 
 
 def seed_everything(seed: int) -> None:

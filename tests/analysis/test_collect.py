@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -250,3 +251,110 @@ def test_collect_with_our_evaluator(tree):
         assert r["volume_ref_ml"] == pytest.approx(reference(i).sum() * 0.5e-3)
         assert r["reference_volume_ml"] == pytest.approx(r["volume_ref_ml"])
     assert {"hd95_mm", "assd_mm", "volume_pred_ml", "prediction_file", "reference_file"} <= set(t.columns)
+
+
+# ------------------------------------------------------------------ malformed inputs: errors naming the file
+
+def _first_summary(tree) -> Path:
+    return tree["dataset"] / "nnUNetTrainer__nnUNetPlans__2d" / "fold_0" / "validation" / "summary.json"
+
+
+def _entries(path: Path) -> list[dict]:
+    return json.loads(path.read_text())["metric_per_case"]
+
+
+@pytest.mark.parametrize("content,expected", [
+    ("[]", "not an nnU-Net summary.json (expected an object with a 'metric_per_case' list, got a JSON list)"),
+    ("{}", "got no 'metric_per_case' list"),
+    ("{not json", "not a readable JSON file"),
+    ('{"metric_per_case": []}', "'metric_per_case' is empty"),
+    ("no_metrics", "metric_per_case[0] is malformed"),
+    ("dice_text", "case c00, label 1: Dice = 'abc' is not a number"),
+    ("dice_big", "case c00, label 1: Dice = 1.5 outside"),
+    ("tp_negative", "case c00, label 1: TP = -3 outside"),
+])
+def test_malformed_summary_json_is_an_error_naming_the_file(tree, content, expected):
+    path = _first_summary(tree)
+    entries = _entries(path)
+    if content == "no_metrics":
+        del entries[0]["metrics"]
+    elif content in ("dice_text", "dice_big", "tp_negative"):
+        key, value = {"dice_text": ("Dice", "abc"), "dice_big": ("Dice", 1.5), "tp_negative": ("TP", -3)}[content]
+        entries[0]["metrics"]["1"][key] = value
+    if content in ("no_metrics", "dice_text", "dice_big", "tp_negative"):
+        content = json.dumps({"metric_per_case": entries})
+    path.write_text(content)
+    with pytest.raises(ValueError, match=re.escape(expected)) as err:
+        C.collect(C.discover_sources(tree["results"]), tree["cases"], metric_source="summary")
+    assert str(path) in str(err.value)
+
+
+def test_malformed_summary_json_through_the_cli(tree, tmp_path, capsys):
+    from nnunet_iph.cli import main
+
+    _first_summary(tree).write_text("[]")
+    rc = main(["analyze", str(tree["results"]), "--cases", str(tree["cases"]), "-o", str(tmp_path / "o"),
+               "--metric-source", "summary"])
+    err = capsys.readouterr().err
+    assert rc == 2 and str(_first_summary(tree)) in err and "Traceback" not in err
+    assert not (tmp_path / "o" / "results.json").exists()
+
+
+def test_undefined_dice_in_summary_json_stays_undefined(tree):
+    path = _first_summary(tree)
+    entries = _entries(path)
+    entries[0]["metrics"]["1"]["Dice"] = float("nan")  # nnU-Net writes NaN when both masks are empty
+    path.write_text(json.dumps({"metric_per_case": entries}))
+    t = C.collect(C.discover_sources(tree["results"]), tree["cases"], metric_source="summary").table
+    assert np.isnan(t.loc[(t["configuration"] == "2d") & (t["case"] == "c00"), "dice"].item())
+
+
+def test_stale_summary_json_is_reported(tree):
+    val = _first_summary(tree).parent
+    write_summary(val, tree["labels"], ["c00"], 0)  # c01 predicted but not in summary.json
+    col = C.collect(C.discover_sources(tree["results"]), tree["cases"], metric_source="summary",
+                    allow_missing=True)
+    assert any("1 prediction file(s) not in summary.json" in m and "c01" in m for m in col.messages)
+
+
+def test_cases_csv_blank_ids_and_unreadable_files(tmp_path):
+    bad = tmp_path / "cases.csv"
+    bad.write_text("case_id,site\nc00,A\n,B\n")
+    with pytest.raises(ValueError, match=r"cases.csv: empty case_id on line\(s\) \[3\]"):
+        C.load_cases(bad)
+    bad.write_text("")
+    with pytest.raises(ValueError, match="cases.csv: not a readable CSV table"):
+        C.load_cases(bad)
+    bad.write_text("case_id,volume_ml\nc00,3.5\nc01,n/a ml\n")  # would be a silently missing volume
+    with pytest.raises(ValueError, match=re.escape("cases.csv: column 'volume_ml' has non-numeric value(s) ['n/a ml']")):
+        C.load_cases(bad)
+
+
+def test_metrics_csv_with_text_in_a_metric_column_is_an_error(tmp_path):
+    path = tmp_path / "m.csv"
+    path.write_text("case,dice,hd95_mm\nc00,0.8,3\nc01,oops,inf\nc02,,nan\n")
+    with pytest.raises(ValueError, match=re.escape("m.csv: column 'dice' has non-numeric value(s) ['oops'] on line(s) [3]")):
+        C.load_metrics_csv(path)
+    path.write_text("case,dice,hd95_mm\nc00,0.8,3\nc01,0.7,inf\nc02,,nan\n")
+    df = C.load_metrics_csv(path)
+    assert df["dice"].isna().sum() == 1 and np.isinf(df["hd95_mm"]).sum() == 1
+
+
+def test_demographics_are_normalised_with_notes(tree, tmp_path):
+    cases = pd.read_csv(tree["cases"])
+    cases["sex"] = ["female", "F", "m", "x"]
+    cases["age"] = ["abc", "-5", "250", "61"]
+    path = tmp_path / "cases.csv"
+    cases.to_csv(path, index=False)
+    col = C.collect(C.discover_sources(tree["results"]), path, metric_source="summary")
+    per_case = col.table.drop_duplicates("case").set_index("case")
+    assert per_case["sex"].tolist() == ["F", "F", "M", None]
+    assert per_case["age"].isna().tolist() == [True, True, True, False] and per_case.loc["c03", "age"] == 61.0
+    notes = col.messages[col.messages.index(next(m for m in col.messages if m.startswith("demographics"))):]
+    assert notes[0].startswith("demographics normalised: sex (case-insensitive):") and "female" in notes[0]
+    assert "sex 'female' -> 'F' (1 case(s))" in notes and "sex 'm' -> 'M' (1 case(s))" in notes
+    assert any(n.startswith("sex 'x' not recognised") and n.endswith("(1 case(s))") for n in notes)
+    assert any(n.startswith("age 'abc' is not a number") for n in notes)
+    assert any(n.startswith("age '-5' outside the plausible range") for n in notes)
+    assert any(n.startswith("age '250' outside") for n in notes)
+    assert set(col.table["sex"].dropna()) == {"F", "M"}  # two levels of the OLS sex term, not five

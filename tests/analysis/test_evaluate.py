@@ -138,3 +138,124 @@ def test_find_cases_ignores_other_files(tmp_path):
     assert list(find_cases(tmp_path)) == ["a"]
     with pytest.raises(FileNotFoundError):
         find_cases(tmp_path / "missing")
+
+
+# --------------------------------------------------------------------------------------------
+# damaged and non-label inputs, unusable outputs
+
+def evaluate_cli(ref, pred, out, *extra: str) -> int:
+    return main(["evaluate", str(ref), str(pred), "-o", str(out), "-q", "--num-workers", "1", *extra])
+
+
+def _cut(path, keep):
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+
+
+def test_truncated_prediction_is_refused_by_the_cli(folders, tmp_path):
+    from tests.conftest import run_cli
+
+    ref, pred = folders
+    _cut(pred / "c4.nii.gz", 0.5)  # SimpleITK reads the half file: Dice 0.27 and no warning before
+    out = tmp_path / "out" / "m.csv"
+    proc = run_cli("nnunet-iph", "evaluate", str(ref), str(pred), "-o", str(out), "-q", "--num-workers", "1",
+                   check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert f"prediction {pred / 'c4.nii.gz'}: truncated" in proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("role", ["reference", "prediction"])
+@pytest.mark.parametrize("keep", [0.0, 0.6])
+def test_empty_or_truncated_files_name_the_file(folders, tmp_path, capsys, role, keep):
+    ref, pred = folders
+    bad = (ref if role == "reference" else pred) / "c1.nii.gz"
+    _cut(bad, keep)
+    out = tmp_path / "m.csv"
+    workers = "2" if role == "prediction" and keep else "1"  # one run: the error crosses the process pool
+    assert main(["evaluate", str(ref), str(pred), "-o", str(out), "-q", "--num-workers", workers]) == 2
+    err = capsys.readouterr().err
+    assert f"{role} {bad}:" in err and ("empty file" in err if keep == 0 else "truncated" in err)
+    assert not out.exists() and not (tmp_path / "m_summary.json").exists()
+
+
+def test_probability_maps_are_refused_unless_thresholded(folders, tmp_path, capsys):
+    ref, pred = folders
+    for case in ("c1", "c4"):  # probabilities 0.1 outside, 0.9 inside the lesion
+        img = sitk.GetImageFromArray((lesion() * 0.8 + 0.1).astype(np.float32))
+        img.SetSpacing(SPACING_XYZ)
+        sitk.WriteImage(img, str(pred / f"{case}.nii.gz"))
+    assert evaluate_cli(ref, pred, tmp_path / "m.csv") == 2
+    err = capsys.readouterr().err
+    assert "prediction" in err and "not a label map" in err and "0.1, 0.9" in err and "--threshold" in err
+    table = evaluate_folders(ref, pred, threshold=0.5, progress=False)
+    assert 0 not in table["label"].tolist()  # before: int(0.1) made background a scored "label 0", Dice 1
+    assert table.set_index("case").loc[["c1", "c4"], "dice"].tolist() == [1.0, 1.0]
+
+
+def test_background_is_scored_only_when_asked(folders):
+    ref, pred = folders
+    assert set(evaluate_folders(ref, pred, progress=False)["label"]) == {1}
+    asked = evaluate_folders(ref, pred, labels=["0", "1"], progress=False)
+    assert asked["label"].tolist()[:2] == [0, 1]
+
+
+def test_255_masks_against_dataset_json_are_refused_unless_mapped(tmp_path, capsys):
+    ref, pred = tmp_path / "ds" / "labelsTr", tmp_path / "pred"
+    for case in ("a", "b"):
+        write(lesion(), ref / f"{case}.nii.gz")
+        write(lesion() * 255, pred / f"{case}.nii.gz")
+    (tmp_path / "ds" / "dataset.json").write_text(json.dumps({"labels": {"background": 0, "blood": 1}}))
+    out = tmp_path / "m.csv"
+    assert evaluate_cli(ref, pred, out) == 2  # before: every case "empty"
+    err = capsys.readouterr().err
+    assert f"prediction {pred / 'a.nii.gz'}: label values 255" in err and "--map-label 255=" in err
+    assert evaluate_cli(ref, pred, out, "--map-label", "255=1") == 0
+    table = pd.read_csv(out)
+    assert table["dice"].tolist() == [1.0, 1.0] and not table["empty_pred"].any()
+    summary = json.loads((tmp_path / "m_summary.json").read_text(encoding="utf-8"))
+    assert summary["options"]["values"]["value_map"] == [[255, 1]]
+    assert evaluate_cli(ref, pred, out, "--map-label", "255") == 2
+    assert "expected VALUE=LABEL" in capsys.readouterr().err
+
+
+def test_unreadable_dataset_json_names_the_file(folders, tmp_path, capsys):
+    ref, pred = folders
+    (tmp_path / "dataset.json").write_text('{"labels": {"blood": "one"}}')
+    assert evaluate_cli(ref, pred, tmp_path / "m.csv") == 2
+    assert "dataset.json" in capsys.readouterr().err
+    (tmp_path / "dataset.json").write_text('{"labels": {"0": "background", "1": "blood"}}')  # nnU-Net v1 style
+    assert labels_from_dataset_json(tmp_path / "dataset.json") == [1]
+
+
+def test_unusable_outputs_fail_before_any_work(folders, tmp_path, capsys, monkeypatch):
+    from nnunet_iph.analysis import output_paths
+
+    ref, pred = folders
+    folder = tmp_path / "existing"
+    folder.mkdir()
+    assert evaluate_cli(ref, pred, folder) == 2
+    assert f"per-case CSV {folder}: is a folder" in capsys.readouterr().err
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    assert evaluate_cli(ref, pred, a_file / "m.csv") == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
+    assert evaluate_cli(ref, pred, tmp_path / "m.csv", "--summary", str(folder)) == 2
+    assert f"summary JSON {folder}: is a folder" in capsys.readouterr().err
+    assert not (tmp_path / "m.csv").exists()  # nothing half written
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(output_paths.tempfile, "mkstemp", refuse)  # a read-only folder (also for root)
+    assert evaluate_cli(ref, pred, tmp_path / "ro" / "m.csv") == 2
+    assert "cannot write to" in capsys.readouterr().err
+
+
+def test_colour_images_are_refused_naming_the_file(folders, tmp_path, capsys):
+    ref, pred = folders
+    rgb = sitk.GetImageFromArray(np.zeros((8, 32, 32, 3), np.uint8), isVector=True)
+    rgb.SetSpacing(SPACING_XYZ)
+    sitk.WriteImage(rgb, str(pred / "c1.nii.gz"))
+    assert evaluate_cli(ref, pred, tmp_path / "m.csv") == 2
+    assert f"prediction {pred / 'c1.nii.gz'}: not a label map (3D, 3 value(s) per voxel" in capsys.readouterr().err

@@ -137,3 +137,100 @@ def test_analyze_cli_with_our_evaluator(tmp_path):
                  "-o", str(out2), "--n-boot", "100", "--n-overlays", "0"]) == 0
     res2 = json.loads((out2 / "results.json").read_text(encoding="utf-8"))
     assert res2["analyses"]["validation"]["metrics"]["dice"]["anova"] == a["metrics"]["dice"]["anova"]
+
+
+# ------------------------------------------------------------------ hardening: missing site, dropped systems, output
+
+def test_site_missing_for_some_cases_is_complete_case_in_report_and_results(tmp_path):
+    df = synthetic()
+    df.loc[df["case"].isin(["c01", "c02"]), "site"] = np.nan  # used to crash with a patsy error
+    res = build_report(df, tmp_path, AnalysisSettings(n_boot=50, metrics=["dice"]))
+    dice = res["analyses"]["validation"]["metrics"]["dice"]
+    assert dice["mixed_model_site"]["n_excluded_missing_site"] == 2
+    assert dice["mixed_model_site"]["n_cases"] == 13 and dice["mixed_model"]["n_cases"] == 15
+    assert all(fit["n"] == 13 for fit in dice["ols"])
+    md = (tmp_path / "report.md").read_text(encoding="utf-8")
+    assert "'site' missing for 2 of 15 case(s): those cases excluded from the site-adjusted model" in md
+    assert "'site' missing for 2 of 15 cases: those cases excluded (complete-case analysis)" in md
+    assert "| (no site) |" in md  # the by-site table has a row for them
+
+
+def test_a_model_with_undefined_hd95_everywhere_is_named(tmp_path):
+    df = synthetic()
+    gone = df["system"] == "nnUNetTrainerFocalDice / coronal"
+    df.loc[gone, "hd95_mm"] = np.nan
+    res = build_report(df, tmp_path, AnalysisSettings(n_boot=50, metrics=["dice", "hd95_mm"]))
+    a = res["analyses"]["validation"]
+    assert a["metrics"]["hd95_mm"]["anova"]["df_between"] == 2  # three systems left
+    assert a["excluded_systems"] == [{"metric": "hd95_mm", "system": "nnUNetTrainerFocalDice / coronal",
+                                      "reason": "no finite hd95_mm value",
+                                      "tests": ["OLS", "ANOVA", "mixed model", "site-adjusted mixed model",
+                                                "Welch t-tests", "Student t-tests", "paired tests"]}]
+    md = (tmp_path / "report.md").read_text(encoding="utf-8")
+    assert ("hd95_mm: `nnUNetTrainerFocalDice / coronal` left out of OLS, ANOVA, mixed model, site-adjusted mixed "
+            "model, Welch t-tests, Student t-tests, paired tests (no finite hd95_mm value)") in md
+    assert "nnUNetTrainerFocalDice / coronal dropped: no finite hd95_mm value" in md  # ANOVA notes column
+
+
+def test_analyze_output_is_a_file_or_not_writable(tmp_path, capsys, monkeypatch):
+    tree = build_results(tmp_path / "tree")
+    args = ["analyze", str(tree["results"]), "--cases", str(tree["cases"]), "--metric-source", "summary"]
+    target = tmp_path / "taken.txt"
+    target.write_text("keep me")
+    assert main([*args, "-o", str(target)]) == 2
+    err = capsys.readouterr().err
+    assert f"output folder {target}: is a file, expected a folder" in err and "Traceback" not in err
+    assert target.read_text() == "keep me"
+    assert main([*args, "-o", str(target / "sub")]) == 2
+    assert f"output folder {target / 'sub'}: {target} is a file, not a folder" in capsys.readouterr().err
+    import tempfile
+
+    def refuse(*a, **k):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    assert main([*args, "-o", str(tmp_path / "new" / "out")]) == 2
+    assert f"cannot write to {tmp_path} (Permission denied)" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()  # checked before any scoring: nothing created
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "geteuid") or __import__("os").geteuid() == 0,
+                    reason="root writes into read-only folders")
+def test_analyze_read_only_output_folder(tmp_path, capsys):
+    tree = build_results(tmp_path / "tree")
+    out = tmp_path / "ro"
+    out.mkdir()
+    out.chmod(0o555)
+    try:
+        assert main(["analyze", str(tree["results"]), "--cases", str(tree["cases"]), "--metric-source", "summary",
+                     "-o", str(out)]) == 2
+        assert f"output folder {out}: cannot write to {out}" in capsys.readouterr().err
+    finally:
+        out.chmod(0o755)
+
+
+def test_analyze_report_lists_normalised_demographics(tmp_path):
+    tree = build_results(tmp_path / "tree")
+    cases = pd.read_csv(tree["cases"]).assign(sex=["female", "F", "male", "m"], age=["abc", "-5", "250", "61"])
+    cases.to_csv(tree["cases"], index=False)
+    out = tmp_path / "out"
+    assert main(["analyze", str(tree["results"]), "--cases", str(tree["cases"]), "-o", str(out),
+                 "--metric-source", "summary", "--n-boot", "20", "--n-overlays", "0", "--metrics", "dice"]) == 0
+    md = (out / "report.md").read_text(encoding="utf-8")
+    assert "demographics normalised: sex (case-insensitive): f/female" in md
+    assert "sex 'female' -> 'F' (1 case(s))" in md and "age '250' outside the plausible range" in md
+    res = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    assert any("age 'abc' is not a number" in m for m in res["messages"])
+    assert set(pd.read_csv(out / "per_case.csv")["sex"]) == {"F", "M"}
+
+
+def test_overlays_of_a_closest_to_zero_metric_show_the_system_nearest_zero():
+    """rvd: +0.6 is worse than -0.1 (the largest mean is not the best)."""
+    from nnunet_iph.analysis.report import _overlay_candidates
+
+    sub = pd.DataFrame({"system": ["over"] * 3 + ["near"] * 3, "case": ["a", "b", "c"] * 2,
+                        "rvd": [0.6, 0.5, 0.7, -0.1, 0.3, -0.05],
+                        "prediction_file": "p.nii.gz", "reference_file": "r.nii.gz"})
+    picks = _overlay_candidates(sub, AnalysisSettings(), "rvd")
+    assert {system for system, _ in picks} == {"near"}
+    assert [row["case"] for _, row in picks] == ["c", "a", "b"]  # best |rvd| first, worst last

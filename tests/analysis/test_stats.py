@@ -373,3 +373,163 @@ def test_metric_direction():
     assert S.metric_direction("dice") == "higher" and S.metric_direction("nsd_2mm") == "higher"
     assert S.metric_direction("hd95_mm") == "lower" and S.metric_direction("rvd") == "zero"
     assert S.metric_direction("volume_ref_ml") is None
+
+
+# ------------------------------------------------------------------ mixed model: exact REML, boundary, drops
+
+def block_anova_reml(wide: np.ndarray) -> tuple[float, float]:
+    """Exact REML (patient variance, residual variance) of a balanced patients x systems design.
+
+    Randomised-block ANOVA: E[MS_error] = s2, E[MS_patient] = s2 + k * sb2; REML equals these
+    moment estimators when sb2 >= 0, else sb2 = 0 and s2 is the pooled residual of the fixed part.
+    """
+    n, k = wide.shape
+    grand = wide.mean()
+    ss_p = k * ((wide.mean(axis=1) - grand) ** 2).sum()
+    ss_s = n * ((wide.mean(axis=0) - grand) ** 2).sum()
+    ss_e = ((wide - grand) ** 2).sum() - ss_p - ss_s
+    ms_p, ms_e = ss_p / (n - 1), ss_e / ((n - 1) * (k - 1))
+    if ms_p >= ms_e:
+        return (ms_p - ms_e) / k, ms_e
+    return 0.0, (ss_p + ss_e) / (k * (n - 1))
+
+
+@pytest.mark.parametrize("seed", [0, 2])
+def test_mixed_model_equals_exact_reml_of_balanced_design(seed):
+    df = cohort(k=3, n=20, seed=seed)
+    wide = df.pivot(index="case", columns="system", values="dice")
+    sb2, s2 = block_anova_reml(wide.to_numpy())
+    assert sb2 > 0
+    res = S.mixed_model(df, "dice")
+    assert res["converged"] and res["on_boundary"] == []
+    assert res["patient_var"] == pytest.approx(sb2, rel=1e-8)
+    assert res["residual_var"] == pytest.approx(s2, rel=1e-8)
+    se = {f["term"]: f["se"] for f in res["fixed_effects"]}
+    assert se["system[S1]"] == pytest.approx(np.sqrt(2 * s2 / 20), rel=1e-8)
+    # Dice variances are ~1e-3: statsmodels' absolute 0.01 boundary warning must not appear
+    assert not any("boundary" in m or "statsmodels" in m for m in res["messages"]), res["messages"]
+
+
+def test_mixed_model_variance_on_the_boundary_is_exactly_zero():
+    rng = np.random.default_rng(1)
+    e = rng.normal(0, 0.05, (15, 3))
+    e -= e.mean(axis=1, keepdims=True)  # every patient has the same mean: MS_patient = 0 < MS_error
+    df = pd.DataFrame([{"system": f"S{j}", "case": f"c{i:02d}", "dice": 0.7 + 0.02 * j + e[i, j]}
+                       for j in range(3) for i in range(15)])
+    sb2, s2 = block_anova_reml(df.pivot(index="case", columns="system", values="dice").to_numpy())
+    assert sb2 == 0.0
+    res = S.mixed_model(df, "dice")
+    assert res["converged"] and res["patient_var"] == 0.0 and res["on_boundary"] == ["patient_var"]
+    assert res["residual_var"] == pytest.approx(s2, rel=1e-8)
+    assert sum("patient variance estimated at 0" in m for m in res["messages"]) == 1
+    assert not any(m.startswith("statsmodels") for m in res["messages"]), res["messages"]
+
+
+def test_mixed_model_nested_scans_equal_exact_reml():
+    """Patients x 2 scans x 3 systems, balanced: REML = the nested ANOVA moment estimators."""
+    rng = np.random.default_rng(4)
+    n_pat, n_scan, k = 10, 2, 3
+    pat, scan = rng.normal(0, 0.08, n_pat), rng.normal(0, 0.05, (n_pat, n_scan))
+    rows = [{"system": f"S{j}", "case": f"p{p}s{c}", "patient_id": f"p{p}",
+             "dice": 0.7 + 0.02 * j + pat[p] + scan[p, c] + rng.normal(0, 0.03)}
+            for j in range(k) for p in range(n_pat) for c in range(n_scan)]
+    df = pd.DataFrame(rows)
+    y = np.array([[[df.loc[(df.system == f"S{j}") & (df.case == f"p{p}s{c}"), "dice"].item() for j in range(k)]
+                   for c in range(n_scan)] for p in range(n_pat)])
+    grand = y.mean()
+    ss_p = n_scan * k * ((y.mean(axis=(1, 2)) - grand) ** 2).sum()
+    ss_c = k * ((y.mean(axis=2) - y.mean(axis=(1, 2))[:, None]) ** 2).sum()
+    ss_s = n_pat * n_scan * ((y.mean(axis=(0, 1)) - grand) ** 2).sum()
+    ss_e = ((y - grand) ** 2).sum() - ss_p - ss_c - ss_s
+    ms_p, ms_c = ss_p / (n_pat - 1), ss_c / (n_pat * (n_scan - 1))
+    ms_e = ss_e / ((n_pat * n_scan - 1) * (k - 1))
+    assert ms_p > ms_c > ms_e
+    res = S.mixed_model(df, "dice", patient_col="patient_id")
+    assert res["n_groups"] == n_pat and res["converged"]
+    assert res["residual_var"] == pytest.approx(ms_e, rel=1e-7)
+    assert res["case_var"] == pytest.approx((ms_c - ms_e) / k, rel=1e-7)
+    # before: statsmodels' vc_formula silently dropped the patient intercept (patient_var NaN)
+    assert res["patient_var"] == pytest.approx((ms_p - ms_c) / (n_scan * k), rel=1e-7)
+
+
+def test_mixed_model_site_missing_for_some_cases_is_complete_case():
+    df = cohort(k=3, n=24)
+    df.loc[df["case"].isin(["c001", "c005"]), "site"] = np.nan
+    res = S.mixed_model(df, "dice", site_col="site")
+    assert res["n_cases"] == 22 and res["n_obs"] == 66 and res["n_excluded_missing_site"] == 2
+    assert any("'site' missing for 2 of 24 case(s)" in m and "complete-case" in m for m in res["messages"])
+    ref = S.mixed_model(df[df["site"].notna()], "dice", site_col="site")
+    assert [f["coef"] for f in res["fixed_effects"]] == pytest.approx([f["coef"] for f in ref["fixed_effects"]])
+    out = S.analyze_metric(df, "dice", n_boot=50)  # used to raise a patsy error
+    assert out["mixed_model_site"]["n_excluded_missing_site"] == 2
+    assert "(no site)" in set(out["by_site"]["site"])
+
+
+def test_mixed_model_names_a_system_without_values_and_keeps_the_others():
+    df = cohort(k=3, n=12).rename(columns={"dice": "hd95_mm"})
+    df.loc[df["system"] == "S0", "hd95_mm"] = np.nan  # the reference level itself
+    res = S.mixed_model(df, "hd95_mm")
+    assert res["dropped_systems"] == [{"system": "S0", "reason": "no finite hd95_mm value"}]
+    assert res["reference_system"] == "S1" and {f["term"] for f in res["fixed_effects"]} == {"Intercept", "system[S2]"}
+
+
+def test_patient_ids_partly_missing_are_reported():
+    df = cohort(k=2, n=12)
+    df["patient_id"] = df["case"].map(lambda c: f"p{int(c[1:]) // 2}")
+    df.loc[df["case"] == "c003", "patient_id"] = None
+    res = S.mixed_model(df, "dice", patient_col="patient_id")
+    assert res["n_groups"] == 12 and any("'patient_id' missing for 1 case(s)" in m for m in res["messages"])
+
+
+def test_a_system_without_any_finite_value_is_named_in_every_test():
+    df = cohort(k=3, n=12).rename(columns={"dice": "hd95_mm"})
+    df.loc[df["system"] == "S1", "hd95_mm"] = np.nan  # e.g. a model that predicts nothing
+    out = S.analyze_metric(df, "hd95_mm", n_boot=50)
+    assert out["anova"]["k"] == 2 and out["anova"]["df_between"] == 1
+    assert out["anova"]["dropped_systems"] == [{"system": "S1", "reason": "no finite hd95_mm value"}]
+    assert any("S1 dropped: no finite hd95_mm value" == m for m in out["anova"]["messages"])
+    assert out["excluded_systems"] == [{"system": "S1", "reason": "no finite hd95_mm value", "tests": [
+        "OLS", "ANOVA", "mixed model", "site-adjusted mixed model", "Welch t-tests", "Student t-tests",
+        "paired tests"]}]
+    welch = out["pairwise_t"].set_index(["a", "b"])
+    assert "fewer than 2 finite hd95_mm values in S1 (0)" in welch.loc[("S0", "S1"), "message"]
+    assert np.isfinite(welch.loc[("S0", "S2"), "p"]) and welch.loc[("S0", "S2"), "message"] == ""
+    json_ready = S.jsonable(out["excluded_systems"])
+    assert json_ready[0]["system"] == "S1"
+    # nothing excluded: an empty list
+    assert S.analyze_metric(cohort(k=2, n=8), "dice", n_boot=20)["excluded_systems"] == []
+
+
+def test_wilcoxon_zero_differences_are_counted_and_stated():
+    df = cohort(k=2, n=12)
+    same = df["case"].isin(["c000", "c001", "c002"])
+    df.loc[same & (df.system == "S1"), "dice"] = df.loc[same & (df.system == "S0"), "dice"].to_numpy()
+    r = S.paired_tests(df, "dice", n_boot=20).iloc[0]
+    assert r["n_pairs"] == 12 and r["n_zero_diff"] == 3
+    assert "Wilcoxon: 3 zero difference(s) dropped (zero_method='wilcox'), ranked on 9" in r["message"]
+    wide = df.pivot(index="case", columns="system", values="dice")
+    assert r["p_wilcoxon"] == pytest.approx(sps.wilcoxon(wide["S0"] - wide["S1"]).pvalue)
+
+
+def test_anova_constant_within_systems_is_stated():
+    df = pd.DataFrame({"system": ["a"] * 3 + ["b"] * 3, "dice": [0.5] * 3 + [0.7] * 3})
+    out = S.anova_oneway(df, "dice")
+    assert any("constant within every system" in m for m in out["messages"])
+
+
+def test_mixed_model_without_residual_variance_is_not_fitted():
+    """Every case's difference between systems identical: REML is unbounded (residual 0)."""
+    df = pd.DataFrame([{"system": s, "case": f"c{i}", "site": "AB"[i % 2], "dice": 0.5 + 0.1 * i + d}
+                       for s, d in (("a", 0.0), ("b", 0.05), ("c", 0.1)) for i in range(4)])
+    for res in (S.mixed_model(df, "dice"), S.mixed_model(df, "dice", site_col="site")):
+        assert "fixed_effects" not in res
+        assert any("no residual variance, mixed model not fitted" in m for m in res["messages"]), res["messages"]
+
+
+def test_cases_without_reference_volume_are_their_own_stratum():
+    assert S.volume_bins(pd.Series([np.nan, 3.0])).tolist() == ["(no volume)", "<5 mL"]
+    df = cohort(k=2, n=9)
+    df.loc[df["case"] == "c004", "reference_volume_ml"] = np.nan
+    g = S.analyze_metric(df, "dice", n_boot=20)["by_volume_bin"]
+    assert g.loc[g["volume_bin"] == "(no volume)", "n_cases"].tolist() == [1, 1]
+    assert g.groupby("system")["n_cases"].sum().tolist() == [9, 9]  # no case silently absent

@@ -3,12 +3,12 @@ plan --dry-run` renders its scripts (no SLURM, no GPU, no nnU-Net import; fast).
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
 from nnunet_iph.benchmarking.protocol import load_protocol
+from nnunet_iph.planning import PLANES
 
 REPO = Path(__file__).resolve().parents[2]
 GPU = REPO / "benchmarks" / "ctich" / "gpu.toml"
@@ -22,12 +22,25 @@ def nnunet_folders(tmp_path, monkeypatch):
     return tmp_path
 
 
-def test_experiment_covers_the_protocol(nnunet_folders):
+def fake_plans(bench) -> None:
+    """The plans files `nnunet-iph plan` writes before the scripts (only their configuration names)."""
+    import json
+
+    configurations = {"nnUNetPlans": ["2d", "3d_fullres"], "nnUNetPlans_cascade": ["2d_coarse", "3d_fine"],
+                      **{f"nnUNetPlans_{p}": ["2d"] for p in PLANES}}
+    bench.preprocessed.mkdir(parents=True, exist_ok=True)
+    for plans, configs in configurations.items():
+        (bench.preprocessed / f"{plans}.json").write_text(json.dumps({"configurations": dict.fromkeys(configs, {})}))
+
+
+def test_experiment_covers_the_protocol(nnunet_folders, monkeypatch):
     from nnunet_iph.benchmarking.ctich import CTICHBenchmark
     from nnunet_iph.benchmarking.gpu import check_experiment_covers, load_gpu_experiment
 
     bench = CTICHBenchmark(load_protocol(GPU), nnunet_folders / "w", progress=False)
-    os.environ.update(bench.env)
+    for key, value in bench.env.items():
+        monkeypatch.setenv(key, value)
+    fake_plans(bench)
     exp = load_gpu_experiment(bench)
     train = [s for s in exp.stages if s.kind == "train"]
     assert sum(len(s.tasks) for s in train) == 5 * (1 + 1 + 1 + 15 + 1 + 1)

@@ -117,7 +117,8 @@ def test_model_and_fold_selection_keeps_the_baseline():
 
 
 def test_only_ensemble_members_export_probabilities(tmp_path):
-    from nnunet_iph.benchmarking.ctich import resume_flag, train_command
+    from nnunet_iph.benchmarking.ctich import train_command
+    from nnunet_iph.benchmarking.workspace import resume_flag
 
     p = build_protocol(minimal())
     members = p.ensemble_member_runs()
@@ -139,7 +140,8 @@ def test_thread_cap():
 
 
 def test_training_seed_moves_augmentation_into_the_training_process(tmp_path, monkeypatch):
-    from nnunet_iph.benchmarking.ctich import Workspace, runtime_env, training_env
+    from nnunet_iph.benchmarking.runtime import runtime_env, training_env
+    from nnunet_iph.benchmarking.workspace import Workspace
 
     monkeypatch.delenv("NNUNET_IPH_TORCH_THREADS", raising=False)
     monkeypatch.delenv("nnUNet_n_proc_DA", raising=False)
@@ -156,7 +158,7 @@ def test_training_seed_moves_augmentation_into_the_training_process(tmp_path, mo
 
 
 def test_workdir_inside_the_repository_is_refused(tmp_path):
-    from nnunet_iph.benchmarking.ctich import check_workdir
+    from nnunet_iph.benchmarking.workspace import check_workdir
 
     with pytest.raises(ValueError, match="inside the repository"):
         check_workdir(REPO / "results")

@@ -188,6 +188,7 @@ def test_invalid_experiments_raise_value_error(tmp_path, change, message):
 
 def test_dataset_id_resolved_from_disk_and_file_formats(tmp_path):
     (tmp_path / "nnUNet_preprocessed" / DATASET).mkdir(parents=True)
+    (tmp_path / "nnUNet_preprocessed" / DATASET / "nnUNetPlans.json").write_text('{"configurations": {"2d": {}}}')
     toml = tmp_path / "exp.toml"
     toml.write_text('dataset = 501\nworkdir = "."\n[[train]]\ntrainers = ["nnUNetTrainer"]\n'
                     'configurations = ["2d"]\nfolds = [0]\n')

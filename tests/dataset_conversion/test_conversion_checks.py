@@ -299,7 +299,8 @@ def test_strict_with_workers_and_existing_dataset_untouched(tmp_path):
     before = {f: (ds / f).stat().st_mtime_ns for f in dataset_files(ds)}
     dj = (ds / "dataset.json").read_bytes()
     with pytest.raises(ValueError, match=pattern):
-        convert_multisite(manifest, 532, "Keep", tmp_path / "raw", strict=True, num_workers=2, progress=False)
+        convert_multisite(manifest, 532, "Keep", tmp_path / "raw", strict=True, num_workers=2, overwrite=True,
+                          progress=False)
     assert {f: (ds / f).stat().st_mtime_ns for f in dataset_files(ds)} == before
     assert (ds / "dataset.json").read_bytes() == dj
     assert_no_partial_output(ds)

@@ -127,12 +127,11 @@ def test_nonuniform_spacing_detected_and_resampled(tmp_path):
 
 
 def test_dicom_tag_parsing():
-    from nnunet_iph.dataset_conversion.checks import ConversionError
-    from nnunet_iph.dataset_conversion.sources import _floats
+    from nnunet_iph.dicom.reader import DicomError, _floats
 
     np.testing.assert_allclose(_floats("1\\2.5\\-3", 3, "ImagePositionPatient (0020,0032)", "f.dcm"), [1, 2.5, -3])
     for bad in (None, "", "1\\2", "a\\b\\c"):
-        with pytest.raises(ConversionError, match=r"DICOM slice f\.dcm: missing or malformed ImagePositionPatient"):
+        with pytest.raises(DicomError, match=r"DICOM slice f\.dcm: missing or malformed ImagePositionPatient"):
             _floats(bad, 3, "ImagePositionPatient (0020,0032)", "f.dcm")
 
 

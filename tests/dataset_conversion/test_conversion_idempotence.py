@@ -55,7 +55,7 @@ def test_rerun_redoes_only_what_changed(tmp_path):
     for r in rows:
         r["split"] = "test" if r["subject_id"] == "sub04" else ""
     manifest2 = write_manifest(root / "manifest2.csv", rows)
-    convert_multisite(manifest2, 541, "Delta", tmp_path / "raw", progress=False)
+    convert_multisite(manifest2, 541, "Delta", tmp_path / "raw", overwrite=True, progress=False)
     after = _snapshot(ds)
     assert after["imagesTr/sub00_0000.nii.gz"] == before["imagesTr/sub00_0000.nii.gz"]  # untouched
     assert_same_image(root / "images" / "sub01.nii.gz", ds / "imagesTr" / "sub01_0000.nii.gz")
@@ -66,7 +66,7 @@ def test_rerun_redoes_only_what_changed(tmp_path):
     assert {r["case_id"] for r in read_rows(ds / "cases.csv")} == {"sub00", "sub01", "sub02", "sub04"}
     assert_no_partial_output(ds)
     # changed options redo every case
-    convert_multisite(manifest2, 541, "Delta", tmp_path / "raw", reorient="RAS", progress=False)
+    convert_multisite(manifest2, 541, "Delta", tmp_path / "raw", reorient="RAS", progress=False)  # same source now
     assert sitk.DICOMOrientImageFilter.GetOrientationFromDirectionCosines(
         sitk.ReadImage(str(ds / "imagesTr" / "sub00_0000.nii.gz")).GetDirection()) == "RAS"
 
@@ -87,10 +87,10 @@ def test_leftovers_of_a_killed_run_are_cleaned(tmp_path):
 
 KILL_SCRIPT = textwrap.dedent("""
     import os, signal, sys
-    from nnunet_iph.dataset_conversion import core
+    from nnunet_iph.dataset_conversion import records
 
     kill_at, between = int(sys.argv[3]), sys.argv[5] == "between"
-    orig = core._Committer.commit
+    orig = records.Committer.commit
     count = [0]
 
     def commit(self, e, staged, fp, record):
@@ -101,7 +101,7 @@ KILL_SCRIPT = textwrap.dedent("""
             os.kill(os.getpid(), signal.SIGKILL)
         orig(self, e, staged, fp, record)
 
-    core._Committer.commit = commit
+    records.Committer.commit = commit
     from nnunet_iph.dataset_conversion import convert_multisite
     convert_multisite(sys.argv[1], 543, "Kill", sys.argv[2], num_workers=int(sys.argv[4]), progress=False)
 """)

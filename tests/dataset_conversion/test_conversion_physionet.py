@@ -64,7 +64,8 @@ def test_mini_release_all_cohort(tmp_path):
     assert flags == {"049": (0, 1, 0, 1, 0, 1, 1), "050": (0, 1, 0, 0, 0, 1, 1), "051": (0, 0, 0, 0, 0, 0, 0),
                      "052": (0, 0, 0, 1, 0, 0, 1)}
     assert (cases["049"]["subtypes"], cases["049"]["hemorrhage_slices"], cases["049"]["iph_slices"]) == ("IPH+EDH", "2", "2")
-    assert (cases["049"]["age"], cases["049"]["sex"], cases["051"]["age"]) == ("35", "Male", "")
+    assert (cases["049"]["age"], cases["049"]["sex"], cases["051"]["age"]) == ("35", "M", "")  # Male -> M
+    assert cases["050"]["sex"] == "F"
     assert cases["050"]["site"] == "AlHilla"
     # .nii sources land gzip-compressed, voxel-identical, same geometry
     assert_same_image(src / "ct_scans" / "049.nii", ds / "imagesTr" / "049_0000.nii.gz")
@@ -138,8 +139,10 @@ def _provenance_volumes(md: Path) -> dict[str, float]:
 
 
 @pytest.mark.shared_data
-def test_real_physionet_all_cohort(physionet_dir, tmp_path):
+def test_real_physionet_all_cohort(physionet_dir, tmp_path, capsys):
     ds = convert_physionet(physionet_dir, 596, "CTICH", tmp_path / "raw", num_workers=2, progress=False)
+    # HU clipped to [-20, 100] (PROVENANCE.md) is HU: no CT-units warning, no warning at all
+    assert "warning" not in capsys.readouterr().err
     cases = {r["case_id"]: r for r in read_rows(ds / "cases.csv")}
     assert len(cases) == 75 and json.loads((ds / "dataset.json").read_text(encoding="utf-8"))["numTraining"] == 75
     assert {r["fate"] for r in read_rows(ds / "conversion_report.csv")} == {"converted"}

@@ -118,9 +118,17 @@ def test_single_model_plain_file_names(geom_dataset, tmp_path):
         (src / p.name.replace("_0000", "")).symlink_to(p)
     out = tmp_path / "out"
     run_cli("nnunet-iph", "predict", "-i", str(src), "-o", str(out), "-d", str(GEOM_ID), "-m",
-            "nnUNetTrainerOracle__nnUNetPlans_coronal__2d", "--device", "cpu", "--disable-tta",
-            env=geom_dataset.env())
+            "nnUNetTrainerOracle__nnUNetPlans_coronal__2d", "--device", "cpu", "--disable-tta", "--brain-mask",
+            "--no-qc", env=geom_dataset.env())
     for case in _cases(geom_dataset):
         tgt = sitk.GetArrayFromImage(sitk.ReadImage(str(geom_dataset.raw / "labelsTs" / f"{case}.nii.gz")))
         assert np.array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(out / f"{case}.nii.gz"))), tgt)
-    assert set(pd.read_csv(out / "volumes.csv")["case"]) == set(_cases(geom_dataset))
+        brain = sitk.ReadImage(str(out / "brain" / f"{case}.nii.gz"))  # on the input's grid
+        assert brain.GetSize() == sitk.ReadImage(str(src / f"{case}.nii.gz")).GetSize()
+    volumes = pd.read_csv(out / "volumes.csv")
+    assert set(volumes["case"]) == set(_cases(geom_dataset))
+    # the synthetic volume is no head CT: passed through with a warning, so no intracranial volume
+    brain_table = pd.read_csv(out / "brain" / "brain_masks.csv")
+    assert brain_table["passed_through"].all() and brain_table["warnings"].str.contains("passed through").all()
+    assert "intracranial_ml" in volumes and volumes["intracranial_ml"].isna().all()
+    assert not (out / "qc").exists()

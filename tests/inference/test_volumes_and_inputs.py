@@ -6,7 +6,8 @@ import pytest
 import SimpleITK as sitk
 
 from nnunet_iph.inference.predict import list_input_cases
-from nnunet_iph.inference.volumes import mask_volumes, write_volume_table
+from nnunet_iph.inference.outputs import write_prediction_outputs
+from nnunet_iph.inference.volumes import mask_volumes
 
 
 def _mask(path, arr, spacing=(0.5, 0.5, 5.0)):
@@ -29,11 +30,11 @@ def test_volume_in_ml_from_voxel_size(tmp_path):
 def test_volume_table_csv(tmp_path):
     _mask(tmp_path / "c1.nii.gz", np.ones((2, 2, 2)), (1.0, 1.0, 1.0))
     _mask(tmp_path / "c2.nii.gz", np.zeros((2, 2, 2)), (1.0, 1.0, 1.0))
-    df = pd.read_csv(write_volume_table(tmp_path, ["c1", "c2"], tmp_path / "v.csv"))
+    df = pd.read_csv(write_prediction_outputs(tmp_path, {"c1": [], "c2": []}, ".nii.gz", qc=False))
     assert list(df.columns[:3]) == ["case", "mask", "hemorrhage_ml"]
     assert df["hemorrhage_ml"].tolist() == [0.008, 0.0]
-    with pytest.raises(FileNotFoundError, match="c3.nii.gz"):
-        write_volume_table(tmp_path, ["c3"], tmp_path / "w.csv")
+    with pytest.raises(ValueError, match=r"c3\.nii\.gz: file not found"):
+        write_prediction_outputs(tmp_path, {"c3": []}, ".nii.gz", qc=False)
 
 
 def test_input_naming(tmp_path):

@@ -11,8 +11,6 @@ import os
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-import numpy as np
-import pytest
 import torch
 from nnunetv2.experiment_planning.experiment_planners.network_topology import get_pool_and_conv_props
 
@@ -73,11 +71,6 @@ SMALL_3D = nnunet_configuration([16, 48, 40], [3.0, 1.0, 1.0])
 # the sizes of the issue ("2D 448x512, 3D 40x224x192"), slow on a shared CPU
 LARGE_2D = nnunet_configuration([448, 512], [0.45, 0.45])
 LARGE_3D = nnunet_configuration([40, 224, 192], [5.0, 0.45, 0.45])
-
-
-@pytest.fixture
-def tiny_plans() -> dict:
-    return nnunet_plans({"2d": SMALL_2D, "3d_fullres": SMALL_3D})
 
 
 def resolved_arch_kwargs(configuration: dict) -> dict:

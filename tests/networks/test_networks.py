@@ -86,6 +86,7 @@ PINNED_PARAMETERS = {
     ("TransUNet", "2d"): 347441, ("TransUNet", "3d"): 780465,
     ("UNet", "2d"): 167921, ("UNet", "3d"): 484593,
     ("UNetPlusPlus", "2d"): 185617, ("UNetPlusPlus", "3d"): 522769,
+    ("VNet", "2d"): 34681, ("VNet", "3d"): 165561,
 }
 
 

@@ -11,10 +11,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from nnunet_iph.planning import PLANES  # noqa: F401  (re-exported to the tests)
 from tests import conftest
 
 MULTI_ID, MULTI_NAME = 560, "IPHPhantomMulti"
-PLANES = ("axial", "coronal", "sagittal")
 # test-only subclasses of the real trainers (1 epoch x 2 iterations, no validation mirroring): see
 # ext_trainers/iph_cascade_test_trainers.py
 PLANE_TRAINER = "nnUNetTrainerTestPlane"

@@ -183,7 +183,104 @@ def test_choose_postprocessing(cv_folders, tmp_path):
     assert main(["choose-postprocessing", str(ref), str(pred), "-o", str(tmp_path / "c2"), "--metric", "hd95_mm",
                  "--apply-to", str(tmp_path / "applied"), "--num-workers", "1", "-q"]) == 0
     chosen = json.loads((tmp_path / "c2" / "postprocessing.json").read_text(encoding="utf-8"))
-    assert chosen["higher_is_better"] is False and chosen["chosen_mean"] <= chosen["baseline_mean"]
+    assert chosen["direction"] == "lower" and chosen["chosen_mean"] <= chosen["baseline_mean"]
     assert (tmp_path / "applied" / "case1.nii.gz").is_file()
     with pytest.raises(ValueError, match="metric"):
         choose_postprocessing(ref, pred, metric="accuracy", progress=False)
+
+
+def test_choose_rvd_does_not_reward_under_segmentation(tmp_path):
+    """rvd is best at 0: a candidate that deletes a lesion (rvd < 0) must not win over an exact prediction."""
+    from nnunet_iph.postprocessing.choose import choose_postprocessing
+
+    ref, pred = tmp_path / "labelsTr", tmp_path / "validation"
+    for i in range(2):
+        r = np.zeros((6, 30, 30), np.uint8)
+        r[2:4, 5:15, 5:15] = 1          # 400 voxels
+        r[2:4, 20:25, 20:25] = 1        # 100 voxels: keep_largest 1 deletes it
+        _write(r, ref / f"case{i}.nii.gz")
+        _write(r, pred / f"case{i}.nii.gz")
+    result = choose_postprocessing(ref, pred, metric="rvd", grid=[{"keep_largest": 1}], progress=False)
+    assert result.chosen.is_identity and result.baseline == 0.0 and result.best == 0.0
+    assert result.candidates[0]["mean"] == pytest.approx(100 / 500)  # mean |rvd| of keeping the largest
+    assert result.to_dict()["objective"] == "mean |rvd|"
+
+
+def _cut(path, keep=0.5):
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+
+
+@pytest.mark.parametrize("damage", ["truncated", "empty"])
+def test_postprocess_refuses_a_damaged_input_and_writes_nothing(cv_folders, tmp_path, capsys, damage):
+    from nnunet_iph.cli import main
+
+    _, pred = cv_folders
+    _cut(pred / "case2.nii.gz", 0.5 if damage == "truncated" else 0.0)
+    out = tmp_path / "clean"
+    assert main(["postprocess", str(pred), str(out), "--min-volume-ml", "0.01", "--num-workers", "1", "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "case2.nii.gz" in err and ("truncated" in err or "empty file" in err) and "Traceback" not in err
+    assert not out.exists()  # not even the three good images
+    out.mkdir()
+    (out / "old.txt").write_text("kept")
+    assert main(["postprocess", str(pred), str(out), "--min-volume-ml", "0.01", "--num-workers", "2", "-q"]) == 2
+    assert sorted(p.name for p in out.iterdir()) == ["old.txt"]
+
+
+def test_postprocess_refuses_probability_maps(tmp_path, capsys):
+    from nnunet_iph.cli import main
+
+    img = sitk.GetImageFromArray(np.full((4, 8, 8), 0.25, np.float32))
+    (tmp_path / "in").mkdir()
+    sitk.WriteImage(img, str(tmp_path / "in" / "p.nii.gz"))
+    assert main(["postprocess", str(tmp_path / "in"), str(tmp_path / "out"), "--keep-largest", "1", "-q"]) == 2
+    assert "p.nii.gz: not a label map" in capsys.readouterr().err and not (tmp_path / "out").exists()
+
+
+def test_output_folders_that_cannot_be_used(cv_folders, tmp_path, capsys, monkeypatch):
+    from nnunet_iph.analysis import output_paths
+    from nnunet_iph.cli import main
+
+    ref, pred = cv_folders
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    for out in (a_file, a_file / "below"):
+        assert main(["postprocess", str(pred), str(out), "--keep-largest", "1", "-q"]) == 2
+        assert f"output folder {out}" in capsys.readouterr().err
+        assert main(["choose-postprocessing", str(ref), str(pred), "-o", str(out), "-q"]) == 2
+        assert f"output folder {out}" in capsys.readouterr().err
+    assert main(["choose-postprocessing", str(ref), str(pred), "-o", str(tmp_path / "c"), "--apply-to",
+                 str(a_file), "-q"]) == 2
+    assert "--apply-to folder" in capsys.readouterr().err and not (tmp_path / "c").exists()
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(output_paths.tempfile, "mkstemp", refuse)  # a read-only folder (also for root)
+    assert main(["postprocess", str(pred), str(tmp_path / "ro"), "--keep-largest", "1", "-q"]) == 2
+    assert "cannot write to" in capsys.readouterr().err and not (tmp_path / "ro").exists()
+
+
+def test_bad_configs_are_one_line_errors(cv_folders, tmp_path, capsys):
+    from nnunet_iph.cli import main
+
+    ref, pred = cv_folders
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    assert main(["postprocess", str(pred), str(tmp_path / "o"), "--config", str(bad), "-q"]) == 2
+    assert "bad.json: not readable JSON" in capsys.readouterr().err
+    assert main(["choose-postprocessing", str(ref), str(pred), "-o", str(tmp_path / "c"), "--grid",
+                 '[{"min_volume_ml": "small"}]', "-q"]) == 2
+    assert "wrong type of value" in capsys.readouterr().err
+
+
+def test_choose_refuses_a_truncated_prediction(cv_folders, tmp_path, capsys):
+    from nnunet_iph.cli import main
+
+    ref, pred = cv_folders
+    _cut(pred / "case1.nii.gz", 0.5)
+    out = tmp_path / "choice"
+    assert main(["choose-postprocessing", str(ref), str(pred), "-o", str(out), "-q"]) == 2
+    assert f"prediction {pred / 'case1.nii.gz'}: truncated" in capsys.readouterr().err
+    assert not out.exists()

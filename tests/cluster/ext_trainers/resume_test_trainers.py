@@ -1,23 +1,10 @@
 # Test-only trainer, found through nnUNet_extTrainer (the experiment's ext_trainer_dirs): long enough
-# to be cancelled mid-training, with a checkpoint_latest.pth after every epoch (save_every = 1).
-import os
-
-import torch
-from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+# to be cancelled mid-training (8 epochs x 2 iterations), with a checkpoint_latest.pth after every
+# epoch (save_every = 1), written atomically like every schedule variant's checkpoints.
+from nnunet_iph.trainers import nnUNetTrainer_8ep_2it
 
 
-class nnUNetTrainerResumeTest(nnUNetTrainer):
-    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                 device: torch.device = torch.device("cuda")):
-        super().__init__(plans, configuration, fold, dataset_json, device)
-        self.num_epochs = 8
-        self.num_iterations_per_epoch = 2
-        self.num_val_iterations_per_epoch = 1
-        self.save_every = 1
-
-    def save_checkpoint(self, filename: str) -> None:
-        # write then rename: a job killed while saving must not leave a truncated checkpoint behind
-        tmp = f"{filename}.tmp"
-        super().save_checkpoint(tmp)
-        if os.path.isfile(tmp):
-            os.replace(tmp, filename)
+class nnUNetTrainerResumeTest(nnUNetTrainer_8ep_2it):
+    def on_train_start(self):
+        self.save_every = 1  # nnU-Net's __init__ sets 50
+        super().on_train_start()
