@@ -20,12 +20,13 @@ from typing import Sequence
 import numpy as np
 
 from nnunet_iph.imageio import atomic_path, write_json
+from nnunet_iph.model_names import ModelIdentifier
 from nnunet_iph.planning.common import load_splits, preprocessed_dir, results_dir
 from nnunet_iph.planning import PLANES
 
 
 @dataclass(frozen=True)
-class ModelRef:
+class ModelRef(ModelIdentifier):
     """A trained model folder ``<results>/<Dataset>/<Trainer>__<Plans>__<configuration>``."""
 
     folder: Path
@@ -45,18 +46,6 @@ class ModelRef:
     @property
     def identifier(self) -> str:
         return self.folder.name
-
-    @property
-    def trainer(self) -> str:
-        return self.identifier.split("__")[0]
-
-    @property
-    def plans_name(self) -> str:
-        return self.identifier.split("__")[1]
-
-    @property
-    def configuration(self) -> str:
-        return self.identifier.split("__")[2]
 
     @property
     def dataset(self) -> str:

@@ -31,6 +31,7 @@ from pathlib import Path, PurePosixPath
 from typing import Iterable, Sequence
 
 from nnunet_iph import __version__
+from nnunet_iph.model_names import ModelIdentifier
 
 MODEL_DIR = re.compile(r"^(?P<dataset>Dataset\d{3}_[^/]+)/(?P<model>[^/]+__[^/]+__[^/]+)/")
 VERSION_KEY = "nnunet_iph_version"  # a trainer attribute, dumped into fold_X/debug.json by nnU-Net
@@ -38,7 +39,7 @@ FOLD_CHECKPOINT = re.compile(r"^fold_(?P<fold>[^/]+)/(?P<checkpoint>[^/]+\.pth)$
 
 
 @dataclass(frozen=True)
-class ZipModel:
+class ZipModel(ModelIdentifier):
     """One model folder inside a zip (``<dataset>/<identifier>/``)."""
 
     zip_path: Path
@@ -51,18 +52,6 @@ class ZipModel:
     @property
     def prefix(self) -> str:
         return f"{self.dataset}/{self.identifier}/"
-
-    @property
-    def trainer(self) -> str:
-        return self.identifier.split("__")[0]
-
-    @property
-    def plans_name(self) -> str:
-        return self.identifier.split("__")[1]
-
-    @property
-    def configuration(self) -> str:
-        return self.identifier.split("__")[2]
 
     @property
     def label(self) -> str:
