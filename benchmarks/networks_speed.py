@@ -1,7 +1,8 @@
-"""CPU cost of every architecture trainer's network, relative to nnU-Net's PlainConvUNet.
+"""CPU cost of every network class's reference trainer, relative to nnU-Net's PlainConvUNet.
 
 For each configuration (the ``2d`` and ``3d_fullres`` of an nnU-Net plans file, or representative
-head-CT-like ones) and each architecture trainer: forward + backward seconds per batch (median of
+head-CT-like ones) and each architecture trainer (default: one per network class, found by the
+trainer discovery; ``--architectures`` names others): forward + backward seconds per batch (median of
 ``--repeats`` rounds after one warm-up, deep supervision on, the plans' batch and patch size; the
 networks are interleaved within each round so load on a shared machine hits all alike) and peak
 memory (peak RSS growth, VmHWM - VmRSS, of a fresh subprocess during one forward/backward after a
@@ -27,9 +28,23 @@ import time
 from pathlib import Path
 
 BASELINE = "nnUNetTrainer"
-ARCHITECTURES = ["nnUNetTrainerVGG16UNet", "nnUNetTrainerAttentionUNet", "nnUNetTrainerFPN", "nnUNetTrainerTransUNet",
-                 "nnUNetTrainerSwinUNet", "nnUNetTrainerUNetPlusPlus", "nnUNetTrainerResUNet", "nnUNetTrainerLinkNet",
-                 "nnUNetTrainerDenseNetCoarse"]
+
+
+def reference_architectures() -> list[str]:
+    """One trainer per network class, from the trainer discovery: the first defined for that class
+    (the reference architecture; later ones are encoder variants, which ``--architectures`` can name),
+    so a network added with its trainer is benchmarked without editing this script."""
+    import inspect
+
+    import nnunet_iph.trainers as trainers
+
+    first: dict[type, str] = {}
+    for cls in sorted(trainers.DEFINED_TRAINERS.values(),
+                      key=lambda c: (c.__module__, inspect.getsourcelines(c)[1])):
+        network = getattr(cls.build_network_architecture, "network_class", None)
+        if network is not None:
+            first.setdefault(network, cls.__name__)
+    return list(first.values())
 
 
 def representative_plans() -> dict:
@@ -188,7 +203,8 @@ def loss_benchmark(plans: dict, configuration: str, channels: int, classes: int,
 def run_worker_subprocess(args: list[str]) -> dict:
     # fixed mmap threshold: freed tensors go back to the OS at once, so RSS tracks live memory
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"}
-    proc = subprocess.run([sys.executable, __file__, "--worker", *args], capture_output=True, text=True, encoding="utf-8", errors="replace", env=env)
+    proc = subprocess.run([sys.executable, __file__, "--worker", *args], capture_output=True, text=True,
+                          encoding="utf-8", errors="replace", env=env)
     if proc.returncode:
         return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}"}
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -198,7 +214,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--plans", type=Path, help="nnUNetPlans.json (default: representative configurations)")
     parser.add_argument("--configurations", nargs="+", default=["2d", "3d_fullres"])
-    parser.add_argument("--architectures", nargs="+", default=ARCHITECTURES)
+    parser.add_argument("--architectures", nargs="+",
+                        help="trainer names (default: one per network class, see reference_architectures)")
     parser.add_argument("--repeats", type=int, default=3,
                         help="interleaved timing rounds; 0: time the memory subprocess's single pass instead")
     parser.add_argument("--loss-repeats", type=int, default=5)
@@ -226,6 +243,7 @@ def main() -> None:
     results: dict = {"plans": source, "threads": args.threads, "configurations": {}}
     common = ["--threads", str(args.threads)] + (
         ["--plans", str(args.plans)] if args.plans else [])
+    architectures = args.architectures or reference_architectures()
     for configuration in args.configurations:
         if configuration not in plans["configurations"]:
             print(f"(configuration {configuration} not in the plans: skipped)\n")
@@ -237,7 +255,7 @@ def main() -> None:
               f"{len(cm.pool_op_kernel_sizes)} stages\n")
         print("| network | params (M) | fwd+bwd s/batch | x PlainConvUNet | peak MB | x PlainConvUNet |")
         print("|---|---:|---:|---:|---:|---:|")
-        names = [BASELINE, *args.architectures]
+        names = [BASELINE, *architectures]
         seconds = (time_round_robin(names, plans, configuration, channels, classes, args.repeats, args.threads)
                    if args.repeats > 0 else {})
         rows = {}

@@ -9,8 +9,10 @@ is the runtime truth; ``tests/trainers`` checks that both give the same names.
   from ``nnUNetTrainer``;
 - ``<T>Adam`` for every ``T`` derived from ``nnUNetTrainerFocalDice`` (the reference study's loss
   family; :mod:`nnunet_iph.trainers.hyperparameters`);
-- schedule variants ``<T>_<E>ep_<I>it`` and ``<T>_<E>ep_<I>it_noTTA`` of any of those, and of
-  nnU-Net's ``nnUNetTrainer`` (:mod:`nnunet_iph.trainers.schedules`);
+- variants by name of any of those, and of nnU-Net's ``nnUNetTrainer``
+  (:mod:`nnunet_iph.trainers.schedules`): ``<T>[_fg<NN>][_<E>ep_<I>it[_noTTA]]``, suffixes in that
+  order only, at least one of them (foreground oversampling NN %, 1 <= NN <= 100 without leading
+  zero, so that one setting has one class name and one results folder);
 - nnU-Net's own trainers (classes under ``nnunetv2/training/nnUNetTrainer``) and the classes of
   the folders in ``nnUNet_extTrainer``, as nnU-Net's ``-tr`` lookup finds them.
 """
@@ -31,10 +33,25 @@ TRAINERS_DIR = Path(__file__).resolve().parent / "trainers"
 NNUNET_BASE = "nnUNetTrainer"
 ADAM_SUFFIX = "Adam"
 ADAM_FAMILY = "nnUNetTrainerFocalDice"
-SCHEDULE_NAME = re.compile(r"^(?P<base>nnUNetTrainer\w*?)_(?P<epochs>\d+)ep_(?P<iters>\d+)it(?P<no_tta>_noTTA)?$")
+#: ``<base>[_fg<NN>][_<E>ep_<I>it[_noTTA]]`` with at least one suffix (the lookahead); ``fg`` is
+#: checked by :func:`foreground_percent`, so ``_fg0`` / ``_fg101`` get a reason, not just "unknown"
+SCHEDULE_NAME = re.compile(r"^(?P<base>nnUNetTrainer\w*?)(?=_fg\d|_\d+ep_\d+it)(?:_fg(?P<fg>\d+))?"
+                           r"(?:_(?P<epochs>\d+)ep_(?P<iters>\d+)it(?P<no_tta>_noTTA)?)?$")
+FOREGROUND_HELP = ("<Trainer>_fg<NN>: <Trainer> with NN % of each batch's patches forced to contain foreground "
+                   "(nnU-Net: oversample_foreground_percent, default 33), 1 <= NN <= 100, no leading zero; "
+                   "_fg100 centres every patch on a lesion voxel.")
 SCHEDULE_HELP = ("<Trainer>_<E>ep_<I>it: <Trainer> for E epochs x I iterations (validation: max(1, I // 5) "
                  "iterations); <Trainer>_<E>ep_<I>it_noTTA: the same without mirroring at validation and "
-                 "prediction. <Trainer>: any name listed here, or nnU-Net's nnUNetTrainer.")
+                 "prediction. <Trainer>: any name listed here, or nnU-Net's nnUNetTrainer. Suffixes combine "
+                 "in this order only: <Trainer>_fg<NN>_<E>ep_<I>it_noTTA.")
+
+
+def foreground_percent(text: str) -> int:
+    """NN of a ``_fg<NN>`` suffix; ValueError unless 1 <= NN <= 100 written without leading zero
+    (``_fg066`` next to ``_fg66`` would train the same thing into a second results folder)."""
+    if not text.isdigit() or str(int(text)) != text or not 1 <= int(text) <= 100:
+        raise ValueError(f"_fg{text}: foreground oversampling needs a percentage 1..100 without leading zero")
+    return int(text)
 
 
 def adam_description(base: str) -> str:
@@ -106,8 +123,16 @@ def nnunet_trainers() -> frozenset[str]:
 
 
 def is_schedule_variant(name: str, known: Iterable[str]) -> bool:
+    """Whether ``name`` is a valid ``_fg`` / schedule variant of ``nnUNetTrainer`` or one of ``known``."""
     match = SCHEDULE_NAME.match(name)
-    return match is not None and (match["base"] == NNUNET_BASE or match["base"] in set(known))
+    if match is None or not (match["base"] == NNUNET_BASE or match["base"] in set(known)):
+        return False
+    if match["fg"] is not None:
+        try:
+            foreground_percent(match["fg"])
+        except ValueError:
+            return False
+    return True
 
 
 def unknown_trainers(names: Iterable[str], ext_trainer_path: str = "") -> list[str]:
@@ -121,9 +146,30 @@ def unknown_trainers(names: Iterable[str], ext_trainer_path: str = "") -> list[s
     return [n for n in dict.fromkeys(names) if n not in known and not is_schedule_variant(n, ours)]
 
 
+_SUFFIXES = ("_fg", "ep_", "_noTTA")  # a suffix's kind, in the grammar's order
+_SUFFIXED = re.compile(r"^(nnUNetTrainer\w*?)((?:_fg\d+|_\d+ep_\d+it|_noTTA)+)$")
+
+
+def _in_suffix_order(name: str) -> str:
+    """``name`` with its variant suffixes sorted into the grammar's order (unchanged if it has none)."""
+    match = _SUFFIXED.match(name)
+    if match is None:
+        return name
+    pieces = re.findall(r"_fg\d+|_\d+ep_\d+it|_noTTA", match[2])
+    return match[1] + "".join(sorted(pieces, key=lambda p: next(i for i, k in enumerate(_SUFFIXES) if k in p)))
+
+
 def suggest(name: str) -> str:
-    """`` (did you mean X?)`` for a misspelt trainer name, else ''."""
+    """`` (did you mean X?)`` for a misspelt trainer name, the reason for a bad ``_fg`` suffix, else ''."""
     match = SCHEDULE_NAME.match(name)
+    if match and match["fg"] is not None:
+        try:
+            foreground_percent(match["fg"])
+        except ValueError as error:
+            return f" ({error})"
+    reordered = _in_suffix_order(name)
+    if reordered != name and not unknown_trainers([reordered]):
+        return f" (suffixes go in the order _fg<NN>_<E>ep_<I>it_noTTA: did you mean {reordered}?)"
     stem = match["base"] if match else name
     close = difflib.get_close_matches(stem, [*package_trainers(), *nnunet_trainers()], n=1, cutoff=0.8)
     return f" (did you mean {close[0]}{name[len(stem):]}?)" if close else ""

@@ -12,8 +12,8 @@ from nnunet_iph.commands.evaluate import add_metric_options, default_workers
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("postprocess", help="clean a folder of predicted masks (small components, holes, ...)",
                        description="Apply post-processing to every label image of IN and write it to OUT "
-                                   "(same names and geometry). Steps run in the order closing, fill holes, "
-                                   "opening, remove small components, keep largest.")
+                                   "(same names and geometry). Steps run in the order restrict to brain, closing, "
+                                   "fill holes, opening, remove small components, keep largest.")
     p.add_argument("input_dir")
     p.add_argument("output_dir")
     p.add_argument("--config", help="postprocessing.json from choose-postprocessing (or a plain config); "
@@ -25,6 +25,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--closing", type=float, metavar="R", help="morphological closing, kernel radius R")
     p.add_argument("--radius-unit", choices=("mm", "voxel"), help="unit of R (default mm: ellipsoid from spacing)")
     p.add_argument("--labels", nargs="+", type=int, help="labels to process (default: every foreground label)")
+    p.add_argument("--restrict-to-brain", action="store_true", default=None,
+                   help="predicted voxels outside the case's intracranial mask become background (every label; "
+                        "needs --brain-masks or --images, also when --config restricts)")
+    _brain_options(p)
     p.add_argument("--file-ending", help="image file ending (default: any nnU-Net ending)")
     p.add_argument("--num-workers", type=int, default=default_workers())
     p.add_argument("-q", "--quiet", action="store_true")
@@ -47,8 +51,35 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--subset", action="store_true", help="predictions cover only some references")
     c.add_argument("--apply-to", metavar="DIR", help="also write the chosen post-processing of PRED_DIR here")
     c.add_argument("-q", "--quiet", action="store_true")
+    _brain_options(c, " (adds the restriction to the brain to the grid, alone and combined)")
     add_metric_options(c)
     c.set_defaults(func=run_choose)
+
+
+def _brain_options(p: argparse.ArgumentParser, what: str = "") -> None:
+    p.add_argument("--brain-masks", metavar="DIR",
+                   help="intracranial masks <case><ending> on the predictions' grid (nnunet-iph brain-mask, "
+                        f"predict --brain-mask OUT/brain){what}")
+    p.add_argument("--images", metavar="DIR",
+                   help="CT images (CASE_0000 or CASE): compute the intracranial masks from them" + what)
+
+
+def _brain_source(args: argparse.Namespace):
+    from nnunet_iph.postprocessing.brain import BrainSource
+
+    return BrainSource.from_options(args.brain_masks, args.images, args.file_ending)
+
+
+def _print_restriction(results: list[dict]) -> None:
+    restricted = [r for r in results if "brain_note" in r]
+    if not restricted:
+        return
+    changed = [r for r in restricted if r["removed_outside_brain"]]
+    passed = [r["case"] for r in restricted if r["brain_passed_through"]]
+    print(f"restrict to brain: {sum(r['removed_outside_brain'] for r in restricted)} voxel(s) removed in "
+          f"{len(changed)} of {len(restricted)} image(s)")
+    if passed:
+        print(f"passed through (all-ones brain mask, not restricted): {', '.join(passed)}")
 
 
 def run_apply(args: argparse.Namespace) -> int:
@@ -58,16 +89,21 @@ def run_apply(args: argparse.Namespace) -> int:
     base = load_config(args.config).to_dict() if args.config else PostprocessingConfig().to_dict()
     overrides = {"min_volume_ml": args.min_volume_ml, "keep_largest": args.keep_largest,
                  "fill_holes": args.fill_holes, "opening_radius": args.opening, "closing_radius": args.closing,
-                 "radius_unit": args.radius_unit, "labels": args.labels}
+                 "radius_unit": args.radius_unit, "labels": args.labels, "restrict_to_brain": args.restrict_to_brain}
     base.update({k: v for k, v in overrides.items() if v is not None})
     config = PostprocessingConfig.from_dict(base)
     if config.is_identity:
         raise ValueError("no post-processing step given (use --config or e.g. --min-volume-ml 0.1)")
+    brain = _brain_source(args)
+    if brain is not None and not config.restrict_to_brain:
+        raise ValueError("--brain-masks / --images given, but the configuration does not restrict to the brain "
+                         "(add --restrict-to-brain)")
     results = postprocess_folder(args.input_dir, args.output_dir, config, args.file_ending, args.num_workers,
-                                 progress=not args.quiet)
+                                 progress=not args.quiet, brain=brain)
     if not args.quiet:
         changed = sum(1 for r in results if r["changed_voxels"])
         print(f"{config.describe()}: {len(results)} images written to {args.output_dir} ({changed} changed)")
+        _print_restriction(results)
     return 0
 
 
@@ -79,6 +115,7 @@ def run_choose(args: argparse.Namespace) -> int:
 
     if args.apply_to:  # before the (long) choice, not after it
         check_output_dir(args.apply_to, "--apply-to folder")
+    brain = _brain_source(args)
     grid = None
     if args.grid:
         try:
@@ -97,13 +134,14 @@ def run_choose(args: argparse.Namespace) -> int:
                                    surface=args.surface, nsd_tolerance_mm=args.nsd_tolerance_mm,
                                    hd95_variant=args.hd95_variant, percentile=args.percentile,
                                    empty_penalty=args.empty_penalty, dataset_json=args.dataset_json,
-                                   threshold=args.threshold, map_labels=args.map_labels, progress=not args.quiet)
+                                   threshold=args.threshold, map_labels=args.map_labels, progress=not args.quiet,
+                                   brain=brain)
     if not args.quiet:
         print(format_choice(result))
         print(f"wrote {Path(args.output) / 'postprocessing.json'}")
     if args.apply_to and not result.chosen.is_identity:
         postprocess_folder(args.pred_dir, args.apply_to, result.chosen, args.file_ending, args.num_workers,
-                           progress=not args.quiet)
+                           progress=not args.quiet, brain=brain)
     elif args.apply_to and not args.quiet:
         print(f"no post-processing chosen: nothing written to {args.apply_to}")
     return 0

@@ -44,6 +44,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--brain-mask", action="store_true",
                    help="also extract the intracranial mask of each input (OUT/brain/<case>, see nnunet-iph "
                         "brain-mask) and report its volume as intracranial_ml in volumes.csv")
+    p.add_argument("--brain-crop", nargs="?", type=float, const=10.0, default=None, metavar="MARGIN_MM",
+                   help="segment each CT cropped to its intracranial mask's bounding box plus MARGIN_MM per side "
+                        "(default 10), masks pasted back onto the full grid (faster; see docs/brain-extraction.md)")
+    p.add_argument("--restrict-to-brain", action="store_true",
+                   help="predicted voxels outside the intracranial mask become background in the written masks, "
+                        "DICOM-SEGs, volumes.csv and QC pictures (implies --brain-mask; see docs/analysis-metrics.md)")
     p.add_argument("--patients", metavar="CSV",
                    help="case -> patient (and time / order) map: OUT/patients.csv with the volume trajectory and "
                         "the hematoma-expansion flag (see docs/volumes-and-qc.md)")
@@ -89,7 +95,8 @@ def run(args: argparse.Namespace) -> int:
                                save_probabilities=args.save_probabilities, keep_members=args.keep_members,
                                dicom_irregular=args.dicom_irregular, series_uids=tuple(args.series_uid),
                                dicom_seg=not args.no_dicom_seg, qc=not args.no_qc, brain_mask=args.brain_mask,
-                               patients=args.patients)
+                               restrict_to_brain=args.restrict_to_brain, patients=args.patients,
+                               brain_crop=args.brain_crop)
     coarse = ModelRef.resolve(args.coarse, args.dataset) if args.coarse else None
     res = predict(args.input, args.output, args.pipeline, models, settings, coarse)
     for case in res.dicom:

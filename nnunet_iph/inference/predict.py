@@ -27,7 +27,7 @@ import re
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -59,7 +59,9 @@ class PredictSettings:
     dicom_seg: bool = True  # DICOM cases: also write <CASE>.seg.dcm
     qc: bool = True  # OUT/qc/<case>.png and their links in OUT/index.html
     brain_mask: bool = False  # intracranial masks of the inputs -> OUT/brain/, intracranial_ml in volumes.csv
+    restrict_to_brain: bool = False  # masks (SEGs, volumes) without voxels outside the intracranial mask
     patients: str | None = None  # case -> patient / time map -> OUT/patients.csv (hematoma expansion)
+    brain_crop: float | None = None  # margin (mm): segment a crop around the intracranial mask (inference/crop.py)
 
 
 @dataclass
@@ -393,6 +395,16 @@ def fine_takes_probabilities(fine: ModelRef) -> bool:
     return getattr(cls, "coarse_input", "argmax") == "probabilities"
 
 
+def _brain_masks(cases: dict[str, list[str]], brain_dir: Path, ds: dict, settings: PredictSettings,
+                 timing: Timing) -> None:
+    from nnunet_iph.brain.folder import brain_masks
+
+    t = time.perf_counter()
+    brain_masks({case: files[0] for case, files in cases.items()}, brain_dir, progress=settings.verbose,
+                file_ending=ds["file_ending"])
+    timing.stages["brain_mask"] = time.perf_counter() - t
+
+
 @dataclass
 class PredictResult:
     output_folder: Path
@@ -418,6 +430,8 @@ def predict(input_folder: str | os.PathLike, output_folder: str | os.PathLike, p
         raise ValueError(f"pipeline {pipeline!r} takes one model ({what}), got {len(models)}")
     if pipeline in ("ensemble", "planes"):
         check_members(models, require_planes=pipeline == "planes")
+    if settings.restrict_to_brain:
+        settings = replace(settings, brain_mask=True)  # the restriction computes the masks anyway
     out = Path(output_folder)
     if out.exists() and not out.is_dir():
         raise ValueError(f"output {out}: exists and is not a folder; -o names the output folder")
@@ -431,7 +445,19 @@ def predict(input_folder: str | os.PathLike, output_folder: str | os.PathLike, p
     staging = tempfile.TemporaryDirectory(prefix="nnunet-iph-dicom-")
     cases, dicom_cases = gather_inputs(input_folder, ds["file_ending"], len(ds["channel_names"]),
                                        Path(staging.name), settings, timing, out)
+    if settings.restrict_to_brain and any(c.handling == "resampled" for c in dicom_cases):
+        raise ValueError("--restrict-to-brain with resampled DICOM cases (--dicom-irregular resample) is not "
+                         "supported: the masks would be restricted on the resampled grid")
     timing.cases = len(cases)
+    crops = None
+    if settings.brain_crop is not None:  # segment crops around the brain; pasted back onto the inputs' grids below
+        from nnunet_iph.inference import crop
+
+        crop.check_models(models, settings.save_probabilities)
+        t = time.perf_counter()
+        originals = cases
+        cases, crops = crop.crop_cases(cases, Path(staging.name) / "crops", settings.brain_crop, ds["file_ending"])
+        timing.stages["brain_crop"] = time.perf_counter() - t
     members_dir = out / "members"
     members: dict[str, str] = {}
 
@@ -461,16 +487,25 @@ def predict(input_folder: str | os.PathLike, output_folder: str | os.PathLike, p
         timing.stages["fine"] = time.perf_counter() - t
         members = {f"coarse:{coarse_model.identifier}": str(coarse_out), f"fine:{fine.identifier}": str(out)}
 
-    dicom_info = finish_dicom_cases(dicom_cases, out, ds, settings, timing)
-    brain_dir = None
-    if settings.brain_mask:
-        from nnunet_iph.brain.folder import brain_masks
-
+    if crops is not None:
         t = time.perf_counter()
-        brain_dir = out / BRAIN_DIR
-        brain_masks({case: files[0] for case, files in cases.items()}, brain_dir, progress=settings.verbose,
-                    file_ending=ds["file_ending"])
-        timing.stages["brain_mask"] = time.perf_counter() - t
+        for folder in {out, *(Path(m) for m in members.values() if settings.keep_members and Path(m).is_dir())}:
+            crop.paste_folder(folder, crops, ds["file_ending"])
+        cases = originals
+        timing.stages["brain_crop_paste"] = time.perf_counter() - t
+    brain_dir = out / BRAIN_DIR if settings.brain_mask else None
+    restriction = None
+    if settings.restrict_to_brain:  # before the DICOM outputs: SEGs, volumes and QC show the restricted masks
+        from nnunet_iph.postprocessing.brain import restrict_folder_in_place
+
+        _brain_masks(cases, brain_dir, ds, settings, timing)
+        t = time.perf_counter()
+        restriction = {"applied_to": "masks (not the probabilities or the members' outputs)",
+                       "cases": restrict_folder_in_place(out, cases, ds["file_ending"], brain_dir)}
+        timing.stages["restrict_to_brain"] = time.perf_counter() - t
+    dicom_info = finish_dicom_cases(dicom_cases, out, ds, settings, timing)
+    if settings.brain_mask and not settings.restrict_to_brain:  # after them: resampled cases are back on their grid
+        _brain_masks(cases, brain_dir, ds, settings, timing)
     csv_path = write_prediction_outputs(out, cases, ds["file_ending"], ds.get("labels"), pipeline=pipeline,
                                         models=models, qc=settings.qc, patients=settings.patients,
                                         brain_masks=brain_dir)
@@ -481,5 +516,7 @@ def predict(input_folder: str | os.PathLike, output_folder: str | os.PathLike, p
     write_json({"pipeline": pipeline, "models": [str(m.folder) for m in models],
                 "coarse": str(coarse_model.folder) if pipeline == "cascade" else None,
                 "members": members, "cases": list(cases), "dicom": dicom_info, "settings": asdict(settings),
+                "brain_restriction": restriction,
+                "brain_crop": crop.summary(crops, settings.brain_crop) if crops is not None else None,
                 "timing": {**timing.summary(), "stages": timing.stages}}, out / "pipeline.json")
     return PredictResult(out, list(cases), csv_path, timing, members, dicom_cases)

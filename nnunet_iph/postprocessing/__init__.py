@@ -3,7 +3,9 @@
 from nnunet_iph.postprocessing.operations import (FILL_MODES, RADIUS_UNITS, PostprocessingConfig,
                                                   apply_postprocessing, closing, fill_holes,
                                                   keep_largest_components, opening, process_mask,
-                                                  remove_small_components, structuring_element)
+                                                  remove_small_components, restrict_to_brain,
+                                                  structuring_element)
 
 __all__ = ["FILL_MODES", "RADIUS_UNITS", "PostprocessingConfig", "apply_postprocessing", "closing", "fill_holes",
-           "keep_largest_components", "opening", "process_mask", "remove_small_components", "structuring_element"]
+           "keep_largest_components", "opening", "process_mask", "remove_small_components", "restrict_to_brain",
+           "structuring_element"]

@@ -9,6 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from nnunet_iph.postprocessing.brain import BrainSource
 from nnunet_iph.postprocessing.operations import PostprocessingConfig, apply_postprocessing
 
 CONFIG_FILE = "postprocessing.json"
@@ -34,10 +35,12 @@ def load_config(path: str | os.PathLike) -> PostprocessingConfig:
         raise ValueError(f"{path}: not a post-processing configuration ({err})") from None
 
 
-def postprocess_file(src: Path, dst: Path, config: PostprocessingConfig) -> dict[str, Any]:
+def postprocess_file(src: Path, dst: Path, config: PostprocessingConfig, brain: BrainSource | None = None,
+                     case: str | None = None) -> dict[str, Any]:
     """Post-process one label image into ``dst`` (same geometry). Read by
     :func:`nnunet_iph.imageio.read_image`: a truncated or corrupt file is refused, never rewritten as
-    a valid one; so is an image that is no label map (a probability map)."""
+    a valid one; so is an image that is no label map (a probability map). ``brain``: where the
+    intracranial mask of ``case`` comes from (needed when ``config`` restricts to the brain)."""
     import SimpleITK as sitk
 
     from nnunet_iph.analysis.label_values import LabelValues, check_label_image
@@ -48,22 +51,31 @@ def postprocess_file(src: Path, dst: Path, config: PostprocessingConfig) -> dict
     check_label_image(image, src, "label image")
     arr = sitk.GetArrayFromImage(image)
     LabelValues().to_labels(arr, src, "label image")  # refuses non-label data; the voxel type is kept
-    out = apply_postprocessing(arr, spacing_from_sitk(image), config)
+    mask = None
+    if config.restrict_to_brain:
+        if brain is None:
+            raise ValueError("the post-processing restricts to the brain: give the brain masks or the CT images")
+        mask = brain.load(case or src.name, image, src)
+    out = apply_postprocessing(arr, spacing_from_sitk(image), config, brain=None if mask is None else mask.inside)
     result = sitk.GetImageFromArray(out)
     result.CopyInformation(image)
     write_image(result, dst)
-    return {"case": src.name, "changed_voxels": int((out != arr).sum())}
+    row = {"case": src.name, "changed_voxels": int((out != arr).sum())}
+    if mask is not None:
+        row.update(mask.summary(int(((arr != 0) & ~mask.inside).sum())))
+    return row
 
 
-def _postprocess_job(job: tuple[Path, Path, PostprocessingConfig]) -> dict[str, Any]:
+def _postprocess_job(job: tuple) -> dict[str, Any]:
     return postprocess_file(*job)
 
 
 def postprocess_folder(in_dir: str | os.PathLike, out_dir: str | os.PathLike, config: PostprocessingConfig,
-                       file_ending: str | None = None, num_workers: int = 1, progress: bool = True
-                       ) -> list[dict[str, Any]]:
+                       file_ending: str | None = None, num_workers: int = 1, progress: bool = True,
+                       brain: BrainSource | None = None) -> list[dict[str, Any]]:
     """Post-process every label image of ``in_dir`` into ``out_dir`` (same names, same geometry)
-    and store the configuration as ``out_dir/postprocessing.json``.
+    and store the configuration as ``out_dir/postprocessing.json``. ``brain``: the source of the
+    intracranial masks when ``config`` restricts to the brain (checked before any image is read).
 
     All or nothing: images are written to a hidden folder inside ``out_dir`` and moved into place
     only when every one succeeded, so a bad input (named in the error) leaves ``out_dir`` as it was.
@@ -74,6 +86,8 @@ def postprocess_folder(in_dir: str | os.PathLike, out_dir: str | os.PathLike, co
     from nnunet_iph.parallel import run_jobs
 
     in_dir, out_dir = Path(in_dir), Path(out_dir)
+    if config.restrict_to_brain and brain is None:
+        raise ValueError("the post-processing restricts to the brain: give --brain-masks DIR or --images DIR")
     cases = find_cases(in_dir, file_ending)
     if not cases:
         raise ValueError(f"no label images in {in_dir}")
@@ -85,14 +99,15 @@ def postprocess_folder(in_dir: str | os.PathLike, out_dir: str | os.PathLike, co
         out_dir.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".postprocess-", dir=out_dir))
     try:
-        jobs = [(path, staging / path.name, config) for path in cases.values()]
+        jobs = [(path, staging / path.name, config, brain, case) for case, path in cases.items()]
         results = [r for _, r in run_jobs(_postprocess_job, jobs, num_workers, desc="postprocess",
                                           progress=progress)]
         with reporting_write_errors("post-processed images"):
             for path in cases.values():
                 os.replace(staging / path.name, out_dir / path.name)
             write_json({"config": config.to_dict(), "description": config.describe(), "source": str(in_dir),
-                        "cases": results}, out_dir / CONFIG_FILE)
+                        "brain_source": brain.describe() if brain is not None and config.restrict_to_brain
+                        else None, "cases": results}, out_dir / CONFIG_FILE)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         if created:

@@ -3,7 +3,11 @@ filling, morphological opening / closing with ellipsoidal kernels in mm or voxel
 
 Everything runs inside the bounding box of the mask (plus the kernel's reach), so cleaning a
 512 x 512 x 40 prediction costs what its lesions cost. Steps of a :class:`PostprocessingConfig` run
-in a fixed order: closing, hole filling, opening, removal of small components, keeping the largest.
+in a fixed order: restriction to the brain (intracranial mask), closing, hole filling, opening,
+removal of small components, keeping the largest. Restriction comes first so that the component
+filters judge what is left inside the skull (``keep_largest`` must not keep a scalp false positive
+that the restriction then deletes, nor ``min_volume_ml`` keep a component only because its
+extracranial part made it big); voxels that closing or hole filling add are taken only inside the mask.
 """
 
 from __future__ import annotations
@@ -146,12 +150,15 @@ class PostprocessingConfig:
     keep_largest: int | None = None
     radius_unit: str = "mm"
     labels: tuple[int, ...] | None = None  # None: every foreground label present
+    restrict_to_brain: bool = False        # voxels outside the case's intracranial mask -> background
 
     def __post_init__(self):
         if self.radius_unit not in RADIUS_UNITS:
             raise ValueError(f"radius unit must be one of {RADIUS_UNITS}, not {self.radius_unit!r}")
         if self.fill_holes not in (None, *FILL_MODES):
             raise ValueError(f"fill_holes must be one of {FILL_MODES} or None, not {self.fill_holes!r}")
+        if not isinstance(self.restrict_to_brain, bool):
+            raise ValueError(f"restrict_to_brain must be true or false, not {self.restrict_to_brain!r}")
         if self.keep_largest is not None and int(self.keep_largest) < 1:
             raise ValueError(f"keep_largest must be >= 1, not {self.keep_largest}")
         for name in ("closing_radius", "opening_radius", "min_volume_ml"):
@@ -160,12 +167,17 @@ class PostprocessingConfig:
                 raise ValueError(f"{name} must be a finite number >= 0, not {v}")
 
     @property
-    def is_identity(self) -> bool:
-        return not (self.closing_radius or self.fill_holes or self.opening_radius or self.min_volume_ml
+    def has_mask_steps(self) -> bool:
+        """Whether a step works on each label's mask (everything but the restriction)."""
+        return bool(self.closing_radius or self.fill_holes or self.opening_radius or self.min_volume_ml
                     or self.keep_largest)
 
+    @property
+    def is_identity(self) -> bool:
+        return not (self.restrict_to_brain or self.has_mask_steps)
+
     def describe(self) -> str:
-        parts = []
+        parts = ["restrict to brain"] if self.restrict_to_brain else []
         u = "mm" if self.radius_unit == "mm" else " vox"
         if self.closing_radius:
             parts.append(f"closing r={self.closing_radius:g}{u}")
@@ -203,7 +215,8 @@ class PostprocessingConfig:
     def merged(self, other: "PostprocessingConfig") -> "PostprocessingConfig | None":
         """Both sets of steps, or None when they set the same step or different radius units."""
         a, b = self.to_dict(), other.to_dict()
-        steps = ("closing_radius", "fill_holes", "opening_radius", "min_volume_ml", "keep_largest")
+        steps = ("restrict_to_brain", "closing_radius", "fill_holes", "opening_radius", "min_volume_ml",
+                 "keep_largest")
         if any(a[s] and b[s] for s in steps):
             return None
         uses_radius = lambda d: bool(d["closing_radius"] or d["opening_radius"])  # noqa: E731
@@ -231,13 +244,25 @@ def process_mask(mask: np.ndarray, spacing: Sequence[float], config: Postprocess
     return m
 
 
+def restrict_to_brain(label_map: np.ndarray, brain: np.ndarray) -> np.ndarray:
+    """A copy of ``label_map`` with every voxel outside ``brain`` (non-zero: inside) set to background."""
+    arr, brain = np.asarray(label_map), np.asarray(brain)
+    if brain.shape != arr.shape:
+        raise ValueError(f"brain mask of shape {brain.shape} for a label map of shape {arr.shape}")
+    return np.where(brain != 0, arr, np.zeros((), arr.dtype))
+
+
 def apply_postprocessing(label_map: np.ndarray, spacing: Sequence[float], config: PostprocessingConfig,
-                         labels: Iterable[int] | None = None) -> np.ndarray:
+                         labels: Iterable[int] | None = None, brain: np.ndarray | None = None) -> np.ndarray:
     """A post-processed copy of a label map: each label on its own; voxels a step removes become
-    background, voxels a step adds are taken only from background (never from another label)."""
-    arr = np.asarray(label_map)
+    background, voxels a step adds are taken only from background (never from another label) and,
+    with ``restrict_to_brain``, only inside ``brain`` (the case's intracranial mask, same shape)."""
+    if config.restrict_to_brain and brain is None:
+        raise ValueError("the post-processing restricts to the brain but no brain mask was given")
+    inside = np.asarray(brain) != 0 if config.restrict_to_brain else None
+    arr = restrict_to_brain(label_map, inside) if inside is not None else np.asarray(label_map)
     out = arr.copy()
-    if config.is_identity:
+    if not config.has_mask_steps:
         return out
     box = nonzero_bbox(arr)
     if box is None:
@@ -249,6 +274,8 @@ def apply_postprocessing(label_map: np.ndarray, spacing: Sequence[float], config
     for label in labels:
         m = arr == label
         new = process_mask(m, spacing, config)
+        if inside is not None:
+            new &= inside
         out[m & ~new] = 0
         out[new & ~m & (out == 0)] = label
     return out
@@ -256,4 +283,4 @@ def apply_postprocessing(label_map: np.ndarray, spacing: Sequence[float], config
 
 __all__ = ["RADIUS_UNITS", "FILL_MODES", "structuring_element", "remove_small_components",
            "keep_largest_components", "fill_holes", "opening", "closing", "PostprocessingConfig",
-           "process_mask", "apply_postprocessing"]
+           "process_mask", "restrict_to_brain", "apply_postprocessing"]

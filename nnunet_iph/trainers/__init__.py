@@ -2,9 +2,9 @@
 
 Every module of this package is imported and each ``nnUNetTrainer`` subclass defined in it is
 exported, so adding a trainer means adding a module (or a class) and nothing else: its
-``<Trainer>Adam`` variant (for the focal + Dice family), its schedule variants
-``<Trainer>_<E>ep_<I>it`` (made on demand by :func:`__getattr__`), the tests of ``tests/trainers``
-and ``nnunet-iph trainers`` follow from this discovery. :mod:`nnunet_iph.trainer_catalog` applies
+``<Trainer>Adam`` variant (for the focal + Dice family), its variants by name ``<Trainer>_fg<NN>``
+and ``<Trainer>[_fg<NN>]_<E>ep_<I>it`` (made on demand by :func:`__getattr__`), the tests of
+``tests/trainers`` and ``nnunet-iph trainers`` follow from this discovery. :mod:`nnunet_iph.trainer_catalog` applies
 the same rules to the source files without importing torch (for ``nnunet-iph slurm plan``).
 """
 
@@ -42,8 +42,7 @@ __all__ = sorted(TRAINERS)
 
 
 def __getattr__(name: str) -> type[nnUNetTrainer]:
-    cls = resolve_schedule_name(name, TRAINERS, __name__)
+    cls = resolve_schedule_name(name, TRAINERS, __name__, globals())
     if cls is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    globals()[name] = cls
     return cls

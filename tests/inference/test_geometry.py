@@ -118,8 +118,8 @@ def test_single_model_plain_file_names(geom_dataset, tmp_path):
         (src / p.name.replace("_0000", "")).symlink_to(p)
     out = tmp_path / "out"
     run_cli("nnunet-iph", "predict", "-i", str(src), "-o", str(out), "-d", str(GEOM_ID), "-m",
-            "nnUNetTrainerOracle__nnUNetPlans_coronal__2d", "--device", "cpu", "--disable-tta", "--brain-mask",
-            "--no-qc", env=geom_dataset.env())
+            "nnUNetTrainerOracle__nnUNetPlans_coronal__2d", "--device", "cpu", "--disable-tta", "--restrict-to-brain",
+            "--no-qc", env=geom_dataset.env())  # --restrict-to-brain implies --brain-mask
     for case in _cases(geom_dataset):
         tgt = sitk.GetArrayFromImage(sitk.ReadImage(str(geom_dataset.raw / "labelsTs" / f"{case}.nii.gz")))
         assert np.array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(out / f"{case}.nii.gz"))), tgt)
@@ -132,3 +132,8 @@ def test_single_model_plain_file_names(geom_dataset, tmp_path):
     assert brain_table["passed_through"].all() and brain_table["warnings"].str.contains("passed through").all()
     assert "intracranial_ml" in volumes and volumes["intracranial_ml"].isna().all()
     assert not (out / "qc").exists()
+    info = json.loads((out / "pipeline.json").read_text(encoding="utf-8"))
+    assert info["settings"]["restrict_to_brain"] and info["settings"]["brain_mask"]
+    restriction = info["brain_restriction"]["cases"]  # passed through: nothing removed, the masks equal the target
+    assert set(restriction) == set(_cases(geom_dataset))
+    assert all(r["brain_passed_through"] and r["removed_outside_brain"] == 0 for r in restriction.values())

@@ -55,6 +55,21 @@ def test_issue_trainer_names_exist_and_are_exported():
     assert len(NETWORK_TRAINERS) == 2 * len(ARCH_TRAINERS)
 
 
+def test_speed_benchmark_covers_every_network_class_once():
+    import importlib.util
+
+    from tests.conftest import REPO
+
+    spec = importlib.util.spec_from_file_location("networks_speed", REPO / "benchmarks" / "networks_speed.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    names = bench.reference_architectures()
+    classes = [ARCH_TRAINERS[n].build_network_architecture.network_class for n in names]
+    assert len(set(classes)) == len(classes) == len({c.build_network_architecture.network_class
+                                                    for c in ARCH_TRAINERS.values()})
+    assert set(BASE_TRAINERS) | {"nnUNetTrainerVNet"} == set(names)
+
+
 @pytest.mark.parametrize("name", ["nnUNetTrainerFPN", "nnUNetTrainerFPN_2ep_5it", "nnUNetTrainerDenseNetCoarseAdam",
                                   "nnUNetTrainerSwinUNetAdam_1ep_2it"])
 def test_nnunet_finds_trainers_by_name(name):

@@ -82,3 +82,4 @@ def test_trainers_command_lists_every_name_with_a_description():
         line = next((ln for ln in lines if ln.split() and ln.split()[0] == name), None)
         assert line is not None and info.description[:30] in line, name
     assert "nnUNetTrainerFPNAdam" in proc.stdout and "_<E>ep_<I>it" in proc.stdout and "_noTTA" in proc.stdout
+    assert "<Trainer>_fg<NN>" in proc.stdout and "<Trainer>_fg<NN>_<E>ep_<I>it_noTTA" in proc.stdout
