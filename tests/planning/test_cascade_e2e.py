@@ -50,7 +50,7 @@ def test_prev_stage_predictions_inference_matches_nnunet_iph_predict(cascade_mod
                               sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "coarse" / f"{case}.nii.gz"))))
     info = json.loads((out / "pipeline.json").read_text(encoding="utf-8"))
     assert info["coarse"].endswith(cascade_models["coarse"].name)
-    assert set(info["timing"]["stages"]) == {"coarse", "fine"}
+    assert set(info["timing"]["stages"]) == {"validate_inputs", "coarse", "fine"}
 
 
 def test_missing_coarse_fold_stops_fine_training_with_a_clear_message(cascade_models, multi_dataset):
