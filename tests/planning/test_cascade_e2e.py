@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import numpy as np
@@ -38,8 +39,11 @@ def test_prev_stage_predictions_inference_matches_nnunet_iph_predict(cascade_mod
     run_cli("nnUNetv2_predict", "-i", str(images), "-o", str(tmp_path / "fine"), "-c", "3d_fine", "-tr", FINE_TRAINER,
             "-f", "0", "-prev_stage_predictions", str(tmp_path / "coarse"), *common)
     out = tmp_path / "iph"
+    # nnUNetv2_predict runs torch on cpu_count() threads on CPU, nnunet-iph on the caller's: same threads,
+    # same float sums (otherwise rare argmax flips)
     proc = run_cli("nnunet-iph", "predict", "-i", str(images), "-o", str(out), "--pipeline", "cascade", "-d", D,
-                   "-tr", FINE_TRAINER, "--device", "cpu", "--disable-tta", "--keep-members")
+                   "-tr", FINE_TRAINER, "--device", "cpu", "--disable-tta", "--keep-members",
+                   env={**os.environ, "OMP_NUM_THREADS": str(os.cpu_count())})
     assert "volumes" in proc.stdout
     for case in _cases(images):
         ours = sitk.GetArrayFromImage(sitk.ReadImage(str(out / f"{case}.nii.gz")))
