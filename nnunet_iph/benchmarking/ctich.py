@@ -126,8 +126,15 @@ class CTICHBenchmark:
 
     # -- plans -------------------------------------------------------------------------------
     def plane_plans_files(self) -> dict[str, Path]:
+        """``{plane: file}`` of the plane plans (nnU-Net's normalisation), the source of every variant."""
         prefix = self.protocol.plan.plans_prefix if self.protocol.plan else "nnUNetPlans"
         return {p: self.preprocessed / f"{prefix}_{p}.json" for p in self.protocol.planes()}
+
+    def plans_files(self) -> dict[str, Path]:
+        """``{plans id: file}`` of every plans file a model trains on: plane plans and intensity variants."""
+        files = {path.stem: path for path in self.plane_plans_files().values()}
+        files.update({pid: self.preprocessed / f"{pid}.json" for pid in self.protocol.intensity_plans()})
+        return files
 
     def step_plan_planes(self) -> Step:
         def run() -> dict:
@@ -141,6 +148,31 @@ class CTICHBenchmark:
         files = self.plane_plans_files()
         return Step("plan planes (nnunet-iph plan --planes)", run, lambda: all(f.is_file() for f in files.values()),
                     list(files.values()))
+
+    def _intensity_variant(self, plans_id: str) -> dict:
+        from nnunet_iph.planning.intensity import with_intensity_protocol
+
+        plane, protocol = self.protocol.intensity_plans()[plans_id]
+        base = json.loads(self.plane_plans_files()[plane].read_text(encoding="utf-8"))
+        channels = json.loads((self.raw / "dataset.json").read_text(encoding="utf-8"))["channel_names"]
+        return json.loads(json.dumps(with_intensity_protocol(base, protocol, channels, plans_name=plans_id)))
+
+    def _intensity_current(self) -> bool:
+        files = self.plans_files()
+        return all(files[pid].is_file() and json.loads(files[pid].read_text(encoding="utf-8"))
+                   == self._intensity_variant(pid) for pid in self.protocol.intensity_plans())
+
+    def step_intensity_plans(self) -> Step:
+        """Variants of the plane plans (after the CPU configuration, so the variant carries it too)."""
+        def run() -> dict:
+            from nnunet_iph.planning.common import save_plans
+
+            for pid in self.protocol.intensity_plans():
+                save_plans(self._intensity_variant(pid), self.plans_files()[pid])
+            return {pid: protocol for pid, (_, protocol) in self.protocol.intensity_plans().items()}
+
+        return Step("intensity protocol plans (planning.intensity)", run, self._intensity_current,
+                    [self.plans_files()[pid] for pid in self.protocol.intensity_plans()])
 
     def _configured(self) -> bool:
         from nnunet_iph.benchmarking.cpu_config import add_cpu_configurations
@@ -171,10 +203,10 @@ class CTICHBenchmark:
         return Step(f"add configuration {self.protocol.plan.configuration}", run, self._configured,
                     list(self.plane_plans_files().values()))
 
-    def _preprocessed_ok(self, plane: str) -> bool:
+    def _preprocessed_ok(self, plans_id: str) -> bool:
         from nnunet_iph.planning.common import PREPROCESSING_STAMP, _config_stamp, preprocessed_complete
 
-        path = self.plane_plans_files()[plane]
+        path = self.plans_files()[plans_id]
         if not path.is_file():
             return False
         plans = json.loads(path.read_text(encoding="utf-8"))
@@ -187,16 +219,15 @@ class CTICHBenchmark:
         return (stamps.get(cfg["data_identifier"]) == _config_stamp(plans, self.protocol.plan.configuration)
                 and preprocessed_complete(self.preprocessed / cfg["data_identifier"], cases))
 
-    def step_preprocess(self, plane: str) -> Step:
+    def step_preprocess(self, plans_id: str) -> Step:
         def run() -> dict:
             from nnunet_iph.planning.common import preprocess_configurations
 
-            plans_id = self.plane_plans_files()[plane].stem
             return preprocess_configurations(self.protocol.dataset, plans_id, [self.protocol.plan.configuration],
                                              self.protocol.num_processes)
 
-        return Step(f"preprocess {plane} {self.protocol.plan.configuration}", run,
-                    lambda: self._preprocessed_ok(plane))
+        return Step(f"preprocess {plans_id} {self.protocol.plan.configuration}", run,
+                    lambda: self._preprocessed_ok(plans_id))
 
     # -- training ----------------------------------------------------------------------------
     def step_train(self, run: TrainTask) -> Step:
@@ -240,15 +271,88 @@ class CTICHBenchmark:
                     lambda: (out / "summary.json").is_file() and (out / "ensemble.json").is_file(),
                     [out / "summary.json"])
 
+    # -- brain restriction -------------------------------------------------------------------
+    @property
+    def brain_masks_dir(self) -> Path:
+        return self.ws.root / "brain_masks"
+
+    def _brain_masks_done(self) -> bool:
+        import pandas as pd
+
+        csv = self.brain_masks_dir / "brain_masks.csv"
+        if not csv.is_file():
+            return False
+        cases = {p.name[: -len("_0000.nii.gz")] for p in (self.raw / "imagesTr").glob("*_0000.nii.gz")}
+        done = set(pd.read_csv(csv, dtype={"case": str})["case"])
+        return cases <= done and all((self.brain_masks_dir / f"{c}.nii.gz").is_file() for c in cases)
+
+    def step_brain_masks(self) -> Step:
+        def run() -> dict:
+            from nnunet_iph.brain.folder import brain_masks
+
+            cases = {p.name[: -len("_0000.nii.gz")]: p for p in sorted((self.raw / "imagesTr").glob("*_0000.nii.gz"))}
+            table = brain_masks(cases, self.brain_masks_dir, num_workers=self.protocol.num_processes,
+                                progress=self.progress)
+            warned = table[table["warnings"].fillna("") != ""]["case"].tolist() if "warnings" in table else []
+            return {"cases": len(table), "passed_through_or_warned": warned}
+
+        return Step("brain masks of every case (nnunet-iph brain-mask)", run, self._brain_masks_done,
+                    [self.brain_masks_dir / "brain_masks.csv"])
+
+    def unrestricted_folder(self, model) -> Path:
+        """The folder of ``model``'s validation predictions (one eval fold) as nnU-Net / the ensemble wrote it."""
+        if model.is_ensemble:
+            return self.ensemble_folder(model)
+        (run,) = self.protocol.member_runs(model, self.protocol.eval_folds[0])
+        return self.ws.fold_dir(self.protocol.dataset, run) / "validation"
+
+    def restricted_folder(self, model) -> Path:
+        return self.results_dataset / "brain_restricted" / _safe(model.name)
+
+    def step_restrict(self, model) -> Step:
+        from nnunet_iph.benchmarking.restriction import restrict_predictions, restricted_current
+
+        source, out = self.unrestricted_folder(model), self.restricted_folder(model)
+        return Step(f"restrict {model.name} to the brain (postprocess --restrict-to-brain)",
+                    lambda: restrict_predictions(source, out, self.brain_masks_dir,
+                                                 self.preprocessed / "gt_segmentations", ".nii.gz"),
+                    lambda: restricted_current(source, out, self.brain_masks_dir, ".nii.gz"), [out])
+
     # -- analysis ----------------------------------------------------------------------------
     def model_keys(self) -> dict[tuple[str, str, str], str]:
-        """(trainer, plans, configuration) as the analysis names a system -> the protocol's model name."""
+        """(trainer, plans, configuration) as the analysis names a system -> the protocol's model name;
+        a brain-restricted row's plans carry ``+brain`` (it shares its training with another row)."""
         keys = {}
         for model in self.protocol.models:
             runs = self.protocol.member_runs(model, 0)
-            keys[(runs[0].trainer, "+".join(r.plans for r in runs), "+".join(dict.fromkeys(
-                r.configuration for r in runs)))] = model.name
+            plans = "+".join(r.plans for r in runs) + ("+brain" if model.restrict_to_brain else "")
+            keys[(runs[0].trainer, plans, "+".join(dict.fromkeys(r.configuration for r in runs)))] = model.name
         return keys
+
+    def analysis_sources(self) -> list:
+        """One prediction source per model (and eval fold): nnU-Net's, the ensemble's or the restricted copy."""
+        from dataclasses import replace
+
+        from nnunet_iph.analysis import collect as C
+
+        ens_fold = "ensemble_" + "_".join(str(f) for f in self.protocol.eval_folds)
+        found = {(s.model, s.plans, s.configuration): s
+                 for s in C.discover_sources(self.results_dataset, self.protocol.dataset,
+                                             [str(f) for f in self.protocol.eval_folds])
+                 if not s.fold.startswith("ensemble") or s.fold == ens_fold}
+        sources, missing = [], []
+        for key, name in self.model_keys().items():
+            model = next(m for m in self.protocol.models if m.name == name)
+            plain_key = (key[0], key[1].removesuffix("+brain"), key[2])
+            if plain_key not in found:
+                missing.append(name)
+            elif model.restrict_to_brain:
+                sources.append(replace(found[plain_key], pred_dir=self.restricted_folder(model), plans=key[1]))
+            else:
+                sources.append(found[plain_key])
+        if missing:
+            raise FileNotFoundError(f"{self.results_dataset}: no validation predictions for {missing}")
+        return sources
 
     def step_analyze(self) -> Step:
         out = self.ws.results / "analysis"
@@ -261,15 +365,8 @@ class CTICHBenchmark:
             from nnunet_iph.benchmarking.results import MODEL_COL
 
             keys = self.model_keys()
-            ens_fold = "ensemble_" + "_".join(str(f) for f in self.protocol.eval_folds)
-            sources = [s for s in C.discover_sources(self.results_dataset, self.protocol.dataset,
-                                                     [str(f) for f in self.protocol.eval_folds])
-                       if (s.model, s.plans, s.configuration) in keys
-                       and (not s.fold.startswith("ensemble") or s.fold == ens_fold)]
+            sources = self.analysis_sources()
             found = {keys[(s.model, s.plans, s.configuration)] for s in sources}
-            missing = [m.name for m in self.protocol.models if m.name not in found]
-            if missing:
-                raise FileNotFoundError(f"{self.results_dataset}: no validation predictions for {missing}")
             with memory_cap(self.protocol.memory_limit_gb):
                 collection = C.collect(sources, self.raw / "cases.csv", labels_dir=self.raw / "labelsTr",
                                        metric_source=self.protocol.metric_source, evaluate_kwargs={"num_workers": 1})
@@ -308,14 +405,25 @@ class CTICHBenchmark:
                     [self.ws.results / "README.md"])
 
     # -- orchestration -----------------------------------------------------------------------
+    def preparation_steps(self) -> list[Step]:
+        """Cases, conversion, plans (plane plans, CPU configuration, intensity variants), preprocessing."""
+        steps = [self.step_subset(), self.step_convert(), self.step_plan_planes(), self.step_configure()]
+        if self.protocol.intensity_plans():
+            steps.append(self.step_intensity_plans())
+        return steps + [self.step_preprocess(pid) for pid in self.plans_files()]
+
+    def restriction_steps(self) -> list[Step]:
+        restricted = [m for m in self.protocol.models if m.restrict_to_brain]
+        return [self.step_brain_masks(), *(self.step_restrict(m) for m in restricted)] if restricted else []
+
     def training_steps(self) -> list[Step]:
         return [self.step_train(r) for r in self.protocol.runs()]
 
     def cpu_steps(self) -> list[Step]:
-        steps = [self.step_subset(), self.step_convert(), self.step_plan_planes(), self.step_configure()]
-        steps += [self.step_preprocess(p) for p in self.protocol.planes()]
+        steps = self.preparation_steps()
         steps += self.training_steps()
         steps += [self.step_ensemble(m) for m in self.protocol.models if m.is_ensemble]
+        steps += self.restriction_steps()
         steps.append(self.step_analyze())
         return steps
 
@@ -335,7 +443,7 @@ class CTICHBenchmark:
             steps = self.cpu_steps()
             analyse = not only_prepare
             if only_prepare:
-                steps = steps[:4 + len(self.protocol.planes())]
+                steps = self.preparation_steps()
         if analyse:
             steps.append(self.step_report(runner))
         status = runner.run(steps)

@@ -50,6 +50,8 @@ Format (see ``benchmarks/ctich/cpu.toml``)::
     planes = ["axial", "coronal", "sagittal"]   # default ["axial"]; > 1 plane: ensemble of the plane models
     arch = false                        # true: builds its own network, trains on arch_configuration
     baseline = false                    # true for exactly one model: the reference of the paired tests
+    intensity = "midl2026"              # intensity protocol (planning.intensity; default "nnunet"): own plans + data
+    restrict_to_brain = true            # predictions restricted to the intracranial mask before scoring
     # gpu only: configuration = "3d_fullres" (nnU-Net's configuration, default 2d) and
     #           plans = "nnUNetPlans_cascade" (the plans identifier when not a plane plan)
 """
@@ -64,6 +66,7 @@ from typing import Any
 
 from nnunet_iph.cluster.experiment import TrainTask
 from nnunet_iph.planning import PLANES
+from nnunet_iph.planning.intensity import DEFAULT_PROTOCOL, PROTOCOLS, variant_plans_name
 from nnunet_iph.tomlio import read_settings
 
 KINDS = ("cpu", "gpu")
@@ -76,7 +79,8 @@ PLAN_KEYS = {"configuration", "spacing_mm", "batch_size", "features_per_stage", 
              "arch_configuration", "arch_kwargs", "plans_prefix"}
 SCHEDULE_KEYS = {"epochs", "iterations", "tta"}
 RUNTIME_KEYS = {"device", "torch_threads", "num_processes", "training_seed"}
-MODEL_KEYS = {"name", "trainer", "planes", "arch", "baseline", "configuration", "plans"}
+MODEL_KEYS = {"name", "trainer", "planes", "arch", "baseline", "configuration", "plans", "intensity",
+              "restrict_to_brain"}
 
 
 @dataclass(frozen=True)
@@ -109,6 +113,8 @@ class ModelSpec:
     baseline: bool = False
     configuration: str | None = None  # gpu protocol: nnU-Net's configuration (default 2d)
     plans: str | None = None  # gpu protocol: plans identifier when not a plane plan (e.g. the cascade)
+    intensity: str = DEFAULT_PROTOCOL  # planning.intensity protocol: its own plans and preprocessed data
+    restrict_to_brain: bool = False  # predictions restricted to the intracranial mask before scoring
 
     @property
     def is_ensemble(self) -> bool:
@@ -161,7 +167,14 @@ class Protocol:
         if model.plans:
             return model.plans
         prefix = self.plan.plans_prefix if self.plan else "nnUNetPlans"
-        return f"{prefix}_{plane}"
+        if model.intensity == DEFAULT_PROTOCOL:
+            return f"{prefix}_{plane}"
+        return variant_plans_name(f"{prefix}_{plane}", model.intensity, plane)
+
+    def intensity_plans(self) -> dict[str, tuple[str, str]]:
+        """``{variant plans id: (plane, protocol)}`` of the models with another intensity protocol."""
+        return {self.plans_for(m, p): (p, m.intensity) for m in self.models if not m.plans
+                and m.intensity != DEFAULT_PROTOCOL for p in m.planes}
 
     def configuration_for(self, model: ModelSpec) -> str:
         if model.configuration:
@@ -239,9 +252,18 @@ def _model(entry: Any, i: int, source: Path | None) -> ModelSpec:
     for key in ("configuration", "plans"):
         if entry.get(key) is not None and not NAME_RE.match(str(entry[key])):
             raise _err(source, f"{where}: {key} {entry[key]!r} is not a valid name")
+    intensity = entry.get("intensity", DEFAULT_PROTOCOL)
+    if intensity not in PROTOCOLS:
+        raise _err(source, f"{where}: intensity {intensity!r} is not a protocol (choose from {sorted(PROTOCOLS)})")
+    if intensity != DEFAULT_PROTOCOL and entry.get("plans"):
+        raise _err(source, f"{where}: give 'plans' or 'intensity', not both (an intensity protocol has its own plans)")
+    restrict = entry.get("restrict_to_brain", False)
+    if not isinstance(restrict, bool):
+        raise _err(source, f"{where}: restrict_to_brain must be true or false, got {restrict!r}")
     return ModelSpec(name=entry["name"], trainer=entry["trainer"], planes=tuple(planes),
                      arch=bool(entry.get("arch", False)), baseline=bool(entry.get("baseline", False)),
-                     configuration=entry.get("configuration"), plans=entry.get("plans"))
+                     configuration=entry.get("configuration"), plans=entry.get("plans"), intensity=intensity,
+                     restrict_to_brain=restrict)
 
 
 def _plan(raw: dict[str, Any], source: Path | None) -> PlanSpec:

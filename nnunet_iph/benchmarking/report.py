@@ -66,11 +66,11 @@ def write_results(bench: "CTICHBenchmark", runner: "StepRunner") -> dict[str, An
     selection = json.loads((ws.source / "selection.json").read_text(encoding="utf-8"))
     splits = json.loads((bench.preprocessed / "splits_final.json").read_text(encoding="utf-8"))
     configs = {}
-    for plane, path in bench.plane_plans_files().items():
+    for plans_id, path in bench.plans_files().items():
         if path.is_file() and p.plan is not None:
             cfgs = json.loads(path.read_text(encoding="utf-8"))["configurations"]
             c = cfgs.get(p.plan.configuration, {})
-            configs[plane] = {"spacing": c.get("spacing"), "patch_size": c.get("patch_size"),
+            configs[plans_id] = {"spacing": c.get("spacing"), "patch_size": c.get("patch_size"),
                               "batch_size": c.get("batch_size"),
                               "features_per_stage": c.get("architecture", {}).get("arch_kwargs", {}).get(
                                   "features_per_stage"),
@@ -131,8 +131,8 @@ def readme(bench: "CTICHBenchmark", table_md: str, paired, record: dict[str, Any
                      f"training iterations for every model (`{p.scheduled('<Trainer>')}`), "
                      "nnU-Net's optimiser, poly learning rate, augmentation and final validation "
                      + ("(with its default test-time mirroring)." if p.tta else "(without test-time mirroring)."))
-    for plane, c in record["configurations"].items():
-        lines.append(f"- `{p.plan.configuration}` on plane {plane}: spacing {c['spacing']} mm, patch "
+    for plans_id, c in record["configurations"].items():
+        lines.append(f"- `{p.plan.configuration}` of `{plans_id}`: spacing {c['spacing']} mm, patch "
                      f"{c['patch_size']}, batch {c['batch_size']}, PlainConvUNet features {c['features_per_stage']}; "
                      f"architecture trainers: same data/patch/batch, plus {c['arch_kwargs_extra']}.")
     lines += ["- Models:"]

@@ -57,6 +57,18 @@ trainer = "nnUNetTrainerFPN"
 arch = true
 
 [[model]]
+name = "nnU-Net + brain mask"
+trainer = "nnUNetTrainer"
+restrict_to_brain = true
+
+[[model]]
+name = "MIDL FPN"
+trainer = "nnUNetTrainerFPN"
+arch = true
+intensity = "midl2026"
+restrict_to_brain = true
+
+[[model]]
 name = "focal+Dice 2.5D"
 trainer = "nnUNetTrainerFocalDice"
 planes = ["axial", "coronal", "sagittal"]
@@ -79,7 +91,7 @@ def test_tiny_ctich_benchmark_runs_and_resumes(physionet_dir, tmp_path):
                  "run.json", "protocol.toml", "analysis/report.md"):
         assert (res / name).is_file(), name
     table = pd.read_csv(res / "results_table.csv")
-    assert list(table["model"]) == ["nnU-Net", "FPN", "focal+Dice 2.5D"]
+    assert list(table["model"]) == ["nnU-Net", "FPN", "nnU-Net + brain mask", "MIDL FPN", "focal+Dice 2.5D"]
     per_case = pd.read_csv(res / "per_case.csv", dtype={"case": str})
     assert per_case.groupby("benchmark_model")["case"].nunique().nunique() == 1  # same cases for every model
     for col in ("dice", "empty_ref", "empty_pred", "benchmark_model", "trainer"):
@@ -89,12 +101,21 @@ def test_tiny_ctich_benchmark_runs_and_resumes(physionet_dir, tmp_path):
     assert run["versions"]["nnunetv2"] and run["total_wall_s"] > 0
     assert {t["status"] for t in run["steps"] if not t["step"].startswith("results")} == {"done"}
     # the configuration every model trained on was derived for each plane
-    assert set(run["configurations"]) == {"axial", "coronal", "sagittal"}
-    assert run["configurations"]["coronal"]["spacing"] == [8.0, 8.0]  # 5 mm slices coarsened to 8 mm too
+    assert set(run["configurations"]) == {"nnUNetPlans_axial", "nnUNetPlans_coronal", "nnUNetPlans_sagittal",
+                                          "nnUNetPlans_midl2026_axial"}
+    assert run["configurations"]["nnUNetPlans_coronal"]["spacing"] == [8.0, 8.0]  # 5 mm slices coarsened to 8 mm too
     # seeded training without test-time mirroring: the _noTTA schedule variant of every trainer
     trained = [p.name for p in (work / "nnunet" / "nnUNet_results" / "Dataset618_CTICHtiny").iterdir()
                if p.name.startswith("nnUNetTrainer")]
-    assert len(trained) == 5 and all("_1ep_2it_noTTA__" in name for name in trained)
+    assert len(trained) == 6 and all("_1ep_2it_noTTA__" in name for name in trained)
+    # the window of the MIDL row reached its preprocessed data: [-30, 100] HU -> [0, 1]
+    midl = work / "nnunet" / "nnUNet_preprocessed" / "Dataset618_CTICHtiny" / "nnUNetPlans_midl2026_axial.json"
+    props = json.loads(midl.read_text())["foreground_intensity_properties_per_channel"]["0"]
+    assert (props["mean"], props["std"]) == (-30.0, 130.0)
+    # restricted rows: nothing outside the brain, and a stale restriction is not scored
+    restricted = work / "nnunet" / "nnUNet_results" / "Dataset618_CTICHtiny" / "brain_restricted"
+    assert sorted(p.name for p in restricted.iterdir()) == ["MIDL_FPN", "nnU-Net___brain_mask"]
+    assert (restricted / "MIDL_FPN" / "summary.json").is_file()
 
     # second run: every step is skipped (only the report is rewritten), nothing retrained
     state_before = json.loads((work / "state.json").read_text())
@@ -109,7 +130,7 @@ def test_tiny_ctich_benchmark_runs_and_resumes(physionet_dir, tmp_path):
 @pytest.mark.shared_data
 def test_cli_list_and_errors(tmp_path):
     out = run_cli("nnunet-iph", "benchmark", "ctich", "--workdir", str(tmp_path), "--list")
-    assert "nnU-Net (baseline)" in out.stdout and "6 training run(s)" in out.stdout
+    assert "nnU-Net (baseline)" in out.stdout and "9 training run(s)" in out.stdout
     import subprocess
     import sys
 

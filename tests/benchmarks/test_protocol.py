@@ -34,13 +34,19 @@ def test_shipped_cpu_protocol_same_budget_for_every_model():
     assert p.tuning_fold not in p.eval_folds
     runs = p.runs()
     # every run: the same schedule suffix and the same plans family / configuration data
-    assert all(r.trainer == p.scheduled(r.trainer.split("_")[0]) for r in runs)
+    suffix = p.scheduled("")
+    assert all(r.trainer.endswith(suffix) for r in runs)
     assert f"_{p.epochs}ep_{p.iterations}it" in runs[0].trainer
     assert {p.plan.configuration, p.plan.arch_configuration} >= {r.configuration for r in runs}
     names = [m.name for m in p.models]
     assert names[0] == "nnU-Net" and {"focal+Dice", "FPN", "Attention U-Net", "focal+Dice 2.5D"} <= set(names)
-    # the 2.5D ensemble reuses the axial focal+Dice model: 6 trainings for 5 models
-    assert len(runs) == 6
+    # the 2.5D ensembles reuse their axial models, restricted rows their unrestricted training:
+    # 9 trainings for 9 models
+    assert len(runs) == 9 and len(p.models) == 9
+    midl = next(m for m in p.models if m.name == "MIDL recipe: FPN 2.5D")
+    assert midl.intensity == "midl2026" and midl.restrict_to_brain and "_fg100" in midl.trainer
+    assert [r.plans for r in p.member_runs(midl, 0)] == [f"nnUNetPlans_midl2026_{q}" for q in
+                                                        ("axial", "coronal", "sagittal")]
 
 
 def test_shipped_gpu_protocol_lists_the_reference_grid():
