@@ -410,7 +410,8 @@ class CTICHBenchmark:
         steps = [self.step_subset(), self.step_convert(), self.step_plan_planes(), self.step_configure()]
         if self.protocol.intensity_plans():
             steps.append(self.step_intensity_plans())
-        return steps + [self.step_preprocess(pid) for pid in self.plans_files()]
+        used = {r.plans for r in self.protocol.runs()}  # a plane plan may only be the source of a variant
+        return steps + [self.step_preprocess(pid) for pid in self.plans_files() if pid in used]
 
     def restriction_steps(self) -> list[Step]:
         restricted = [m for m in self.protocol.models if m.restrict_to_brain]

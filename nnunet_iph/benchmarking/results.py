@@ -82,8 +82,9 @@ def headline_table(table: pd.DataFrame, models: Sequence[str], baseline: str, fa
                    n_boot: int = 2000, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(one row per model, paired comparisons with the baseline) from a per-case table with ``benchmark_model``.
 
-    Positive cases: Dice, HD95 (mm), absolute volume error (mL), failure rate (Dice < threshold).
-    Negative cases: how many got any predicted voxel (false-positive scans).
+    Positive cases: Dice, HD95 (mm, mean and median), absolute volume error (mL), failure rate
+    (Dice < threshold), false-positive components per scan. Negative cases: how many got any predicted
+    voxel (false-positive scans) and the predicted (false-positive) volume of each, in mL.
     """
     if baseline not in models:
         raise ValueError(f"baseline {baseline!r} is not among the models {list(models)}")
@@ -100,6 +101,13 @@ def headline_table(table: pd.DataFrame, models: Sequence[str], baseline: str, fa
                             ("volume_error_ml", "volume_bias_ml")):
             row[f"{key}_mean"], row[f"{key}_sd"], row[f"{key}_n"] = _mean_sd(p[metric])
         dice = pd.to_numeric(p["dice"], errors="coerce").dropna()
+        hd95 = pd.to_numeric(p["hd95_mm"], errors="coerce").dropna()
+        row["hd95_mm_median"] = float(hd95.median()) if len(hd95) else np.nan
+        fp_lesions = pd.to_numeric(p.get("lesions_false_positive", pd.Series(dtype=float)), errors="coerce").dropna()
+        row["fp_components_mean"] = float(fp_lesions.mean()) if len(fp_lesions) else np.nan
+        fp_ml = pd.to_numeric(n["volume_pred_ml"], errors="coerce")
+        row["fp_volume_negatives_ml"] = float(fp_ml.sum()) if len(n) and fp_ml.notna().all() else np.nan
+        row["fp_volume_each_ml"] = " / ".join(_f(v, 2) for v in fp_ml) if len(n) else ""
         row["n_positive"] = int(len(p))
         row["n_failures"] = int((dice < failure_threshold).sum())
         row["failure_rate"] = row["n_failures"] / len(dice) if len(dice) else np.nan
@@ -126,9 +134,10 @@ def _p(x: Any) -> str:
 def headline_markdown(summary: pd.DataFrame, paired: pd.DataFrame, failure_threshold: float = 0.5) -> str:
     """The table of the README: mean ± SD over positive cases, failures, FP negatives, p vs baseline (Dice)."""
     dice_p = paired[paired["metric"] == "dice"].set_index("model")
-    head = ("| model | Dice | HD95 (mm) | abs. volume error (mL) | failures (Dice < "
-            f"{failure_threshold:g}) | negatives with FP | ΔDice vs baseline [95% CI] | p Wilcoxon (Holm) | p t |")
-    lines = [head, "|---|---|---|---|---|---|---|---|---|"]
+    head = ("| model | Dice | HD95 (mm) | median HD95 (mm) | abs. volume error (mL) | failures (Dice < "
+            f"{failure_threshold:g}) | FP components per positive scan | negatives with FP | FP volume on "
+            "negatives (mL, each) | ΔDice vs baseline [95% CI] | p Wilcoxon (Holm) | p t |")
+    lines = [head, "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for _, r in summary.iterrows():
         fail = f"{r['n_failures']}/{r['n_positive']} ({_f(100 * r['failure_rate'], 0)} %)"
         negs = f"{r['negatives_with_false_positive']}/{r['n_negative']}"
@@ -141,7 +150,8 @@ def headline_markdown(summary: pd.DataFrame, paired: pd.DataFrame, failure_thres
         else:
             diff = p_w = p_t = "n/a"
         lines.append(f"| {r['model']} | {_f(r['dice_mean'], 3)} ± {_f(r['dice_sd'], 3)} | "
-                     f"{_f(r['hd95_mm_mean'], 1)} ± {_f(r['hd95_mm_sd'], 1)} | "
-                     f"{_f(r['abs_volume_error_ml_mean'], 2)} ± {_f(r['abs_volume_error_ml_sd'], 2)} | {fail} | {negs} | "
+                     f"{_f(r['hd95_mm_mean'], 1)} ± {_f(r['hd95_mm_sd'], 1)} | {_f(r['hd95_mm_median'], 1)} | "
+                     f"{_f(r['abs_volume_error_ml_mean'], 2)} ± {_f(r['abs_volume_error_ml_sd'], 2)} | {fail} | "
+                     f"{_f(r['fp_components_mean'], 1)} | {negs} | {r['fp_volume_each_ml'] or 'n/a'} | "
                      f"{diff} | {p_w} | {p_t} |")
     return "\n".join(lines) + "\n"

@@ -166,7 +166,9 @@ def fabricated_table() -> pd.DataFrame:
             neg = i >= 8
             dice = 1.0 if neg else float(np.clip(0.45 + 0.06 * i + shift + rng.normal(0, 0.01), 0, 1))
             rows.append({MODEL_COL: model, "case": case, "dice": dice, "hd95_mm": 0.0 if neg else 20 - 10 * shift - i,
-                         "volume_ref_ml": 0.0 if neg else 10.0, "volume_pred_ml": 0.0 if neg else 10.0 + 5 * (0.2 - shift),
+                         "volume_ref_ml": 0.0 if neg else 10.0,
+                         "volume_pred_ml": (1.25 if model == "same" and i == 9 else 0.0) if neg else 10.0 + 5 * (0.2 - shift),
+                         "lesions_false_positive": np.nan if neg else i % 3,
                          "empty_ref": neg, "empty_pred": neg and not (model == "same" and i == 9)})
     return pd.DataFrame(rows)
 
@@ -179,6 +181,10 @@ def test_headline_table_on_fabricated_metrics():
     assert s.loc["same", "negatives_with_false_positive"] == 1 and s.loc["nnU-Net", "negatives_with_false_positive"] == 0
     assert s.loc["nnU-Net", "abs_volume_error_ml_mean"] == pytest.approx(1.0)
     assert s.loc["nnU-Net", "n_failures"] == 1  # only case 0 (Dice ~0.45) is below 0.5
+    assert s.loc["nnU-Net", "hd95_mm_median"] == pytest.approx(16.5)  # 20, 19, ..., 13
+    assert s.loc["nnU-Net", "fp_components_mean"] == pytest.approx(7 / 8)  # i % 3 over cases 0..7
+    assert s.loc["same", "fp_volume_negatives_ml"] == pytest.approx(1.25)
+    assert s.loc["same", "fp_volume_each_ml"] == "0.00 / 1.25"
     dice = paired[paired["metric"] == "dice"].set_index("model")
     assert dice.loc["better", "mean_diff"] == pytest.approx(0.15, abs=0.02)
     assert dice.loc["better", "ci_low"] > 0 and dice.loc["better", "p_wilcoxon"] < 0.01
@@ -186,6 +192,7 @@ def test_headline_table_on_fabricated_metrics():
     assert dice.loc["same", "n_pairs"] == 8
     md = headline_markdown(summary, paired)
     assert md.count("\n") == 5 and "| nnU-Net |" in md and "baseline" in md and "| better | " in md and "[+0.1" in md
+    assert "| 0.00 / 1.25 |" in md and "median HD95 (mm)" in md
 
 
 def test_headline_table_refuses_missing_models():

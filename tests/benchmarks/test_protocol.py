@@ -71,6 +71,20 @@ def test_runs_deduplicate_the_ensemble_members_and_name_the_schedule():
     assert p.dataset == "Dataset700_T"
 
 
+def test_intensity_rows_train_on_their_own_plans_and_restricted_rows_share_a_training():
+    raw = minimal()
+    raw["model"] += [{"name": "fpn brain", "trainer": "nnUNetTrainerFPN", "arch": True, "restrict_to_brain": True},
+                     {"name": "midl 2.5D", "trainer": "nnUNetTrainerFPN", "arch": True, "intensity": "midl2026",
+                      "planes": ["axial", "coronal", "sagittal"]}]
+    p = build_protocol(raw)
+    fpn, brain, midl = (next(m for m in p.models if m.name == n) for n in ("fpn", "fpn brain", "midl 2.5D"))
+    assert p.member_runs(fpn, 0) == p.member_runs(brain, 0) and brain.restrict_to_brain
+    assert [r.plans for r in p.member_runs(midl, 0)] == ["nnUNetPlans_midl2026_axial", "nnUNetPlans_midl2026_coronal",
+                                                        "nnUNetPlans_midl2026_sagittal"]
+    assert p.intensity_plans() == {f"nnUNetPlans_midl2026_{q}": (q, "midl2026") for q in ("axial", "coronal", "sagittal")}
+    assert len(p.runs()) == len(build_protocol(minimal()).runs()) + 3
+
+
 def test_schedule_without_tta_names_the_no_tta_variant():
     raw = minimal()
     raw["schedule"]["tta"] = False
@@ -93,6 +107,9 @@ def test_schedule_without_tta_names_the_no_tta_variant():
     (lambda r: r["schedule"].pop("iterations"), "needs both epochs and iterations"),
     (lambda r: r["schedule"].update(tta="no"), "tta must be true or false"),
     (lambda r: r["model"].append({"name": "x"}), "'trainer' (a string) is required"),
+    (lambda r: r["model"][1].update(intensity="soft"), "intensity 'soft' is not a protocol"),
+    (lambda r: r["model"][1].update(restrict_to_brain="yes"), "restrict_to_brain must be true or false"),
+    (lambda r: r["model"][1].update(intensity="blastct", plans="P"), "give 'plans' or 'intensity', not both"),
 ])
 def test_invalid_protocols_name_the_file_and_the_problem(change, message, tmp_path):
     raw = deepcopy(minimal())
