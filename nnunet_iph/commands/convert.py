@@ -7,6 +7,8 @@ import argparse
 import sys
 from typing import Any
 
+from nnunet_iph.brain.settings import BrainMaskSettings
+
 
 def _common(p: argparse.ArgumentParser) -> None:
     """The options every converter shares (defined once; see :func:`_common_kwargs`)."""
@@ -36,7 +38,34 @@ def _common(p: argparse.ArgumentParser) -> None:
                         "the conversion of another source")
     p.add_argument("--install-splits", action="store_true",
                    help="also copy splits_final.json to $nnUNet_preprocessed/DatasetNNN_NAME/")
+    p.add_argument("--brain-mask", action="store_true",
+                   help="skull-strip every CT: voxels outside its intracranial mask (nnunet-iph brain-mask) set to "
+                        "--brain-fill; masks kept in DatasetNNN_NAME/brainmasks/; recorded in dataset.json so that "
+                        "nnunet-iph predict / prepare-inputs do the same (see docs/dataset-conversion.md)")
+    p.add_argument("--brain-fill", type=float, metavar="HU",
+                   help="with --brain-mask: value outside the mask (default: each scan's minimum, i.e. air)")
+    p.add_argument("--brain-min-volume-ml", type=float, metavar="ML",
+                   help="with --brain-mask: smaller masks are implausible -> CT left unmasked with a warning "
+                        f"(default {BrainMaskSettings().min_volume_ml:g}; lower it for infants)")
+    p.add_argument("--ct-channels", type=int, default=1, metavar="N",
+                   help="write each CT as N identical channels _0000.._000{N-1} (hard links where possible), e.g. "
+                        "for a multi-window intensity protocol (default 1)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _input_steps(args: argparse.Namespace):
+    from dataclasses import replace
+
+    from nnunet_iph.inference.model_inputs import InputSteps
+
+    if not args.brain_mask and (args.brain_fill is not None or args.brain_min_volume_ml is not None):
+        raise ValueError("--brain-fill / --brain-min-volume-ml need --brain-mask")
+    settings = None
+    if args.brain_mask:
+        settings = BrainMaskSettings()
+        if args.brain_min_volume_ml is not None:
+            settings = replace(settings, min_volume_ml=args.brain_min_volume_ml)
+    return InputSteps(settings, args.brain_fill, args.ct_channels)
 
 
 def _common_kwargs(args: argparse.Namespace) -> dict[str, Any]:
@@ -45,7 +74,7 @@ def _common_kwargs(args: argparse.Namespace) -> dict[str, Any]:
                 num_folds=args.folds, split_scheme=args.split_scheme, resample_mask=args.resample_mask,
                 geometry_tolerance=args.tolerance, merge_labels=args.merge_labels,
                 dicom_irregular=args.dicom_irregular, seed=args.seed, overwrite=args.overwrite,
-                progress=not args.no_progress)
+                progress=not args.no_progress, input_steps=_input_steps(args))
 
 
 def register(sub: argparse._SubParsersAction) -> None:

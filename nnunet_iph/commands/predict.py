@@ -1,13 +1,21 @@
-"""``nnunet-iph predict``: single model, 2.5D ensemble or cascade -> masks + volumes.csv (mL)."""
+"""``nnunet-iph predict``: single model, 2.5D ensemble or cascade -> masks + volumes.csv (mL); and
+``nnunet-iph prepare-inputs``: the files plain ``nnUNetv2_predict`` needs for a model whose training data
+were skull-stripped or had CT channel copies (:mod:`nnunet_iph.inference.model_inputs`)."""
 
 from __future__ import annotations
 
 import argparse
 
+import sys
+
 from nnunet_iph.commands.ensemble import _models
+
+_IRREGULAR_HELP = ("DICOM series with gantry tilt or missing slices: refuse (default), segment the slices as read, "
+                   "or resample onto a regular grid (masks go back onto the source slices)")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    _register_prepare(sub)
     p = sub.add_parser(
         "predict", help="segment a folder of CT files (single model, 2.5D planes, ensemble, cascade)",
         description="Runs nnU-Net's predictor for the chosen pipeline and writes OUT/<case>.nii.gz, "
@@ -36,9 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--series-uid", nargs="+", default=(), metavar="UID",
                    help="DICOM: segment this SeriesInstanceUID in the case folder holding it (default: the axial CT "
                         "series with the most slices, localizers excluded)")
-    p.add_argument("--dicom-irregular", choices=("error", "keep", "resample"), default="error",
-                   help="DICOM series with gantry tilt or missing slices: refuse (default), segment the slices as "
-                        "read, or resample onto a regular grid (masks go back onto the source slices)")
+    p.add_argument("--dicom-irregular", choices=("error", "keep", "resample"), default="error", help=_IRREGULAR_HELP)
     p.add_argument("--no-dicom-seg", action="store_true", help="DICOM cases: no OUT/<case>.seg.dcm")
     p.add_argument("--no-qc", action="store_true", help="no OUT/qc/<case>.png pictures")
     p.add_argument("--brain-mask", action="store_true",
@@ -101,8 +107,43 @@ def run(args: argparse.Namespace) -> int:
     res = predict(args.input, args.output, args.pipeline, models, settings, coarse)
     for case in res.dicom:
         print(case.describe())
+    for w in res.warnings:
+        print(f"warning: {w}", file=sys.stderr)
     t = res.timing.summary()
     print(f"{len(res.cases)} case(s) -> {res.output_folder}\nvolumes: {res.volumes_csv}\n"
           f"time: {t['per_case_s']:.2f} s/case, outside the networks {100 * t['outside_network_share']:.1f} %, "
           f"nnunet-iph's own share {100 * t['own_overhead_share']:.1f} %")
+    return 0
+
+
+def _register_prepare(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "prepare-inputs", help="write the input files plain nnUNetv2_predict needs for a model (skull stripping, "
+                               "CT channel copies recorded in its dataset.json)",
+        description="For a model trained on a dataset converted with --brain-mask and/or --ct-channels N, plain "
+                    "nnUNetv2_predict on raw CTs would not see what the network was trained on. This writes "
+                    "OUT/<case>_0000..<case>_{N-1} exactly as the conversion did (nnunet-iph predict does the same "
+                    "by itself): then run nnUNetv2_predict -i OUT.")
+    p.add_argument("input", metavar="IN", help="folder of CT files (CASE_0000.nii.gz or CASE.nii.gz) and/or DICOM "
+                                               "case folders")
+    p.add_argument("output", metavar="OUT", help="output folder (empty, or holding only these cases' files)")
+    p.add_argument("-m", "--model", required=True, metavar="MODEL_FOLDER",
+                   help="trained model folder (holds dataset.json), e.g. $nnUNet_results/DatasetNNN_NAME/"
+                        "TRAINER__PLANS__CONFIG")
+    p.add_argument("--series-uid", nargs="+", default=(), metavar="UID", help="DICOM: the series to use")
+    p.add_argument("--dicom-irregular", choices=("error", "keep", "resample"), default="error",
+                   help=_IRREGULAR_HELP.replace(" (masks go back onto the source slices)", ""))
+    p.set_defaults(func=run_prepare)
+
+
+def run_prepare(args: argparse.Namespace) -> int:
+    from nnunet_iph.inference.model_inputs import prepare_input_folder
+
+    prepared, steps = prepare_input_folder(args.input, args.output, args.model, args.dicom_irregular,
+                                           tuple(args.series_uid))
+    for case in prepared.values():
+        for w in case.warnings:
+            print(f"warning: {w}", file=sys.stderr)
+    done = steps.record() or "none (files copied in nnU-Net naming)"
+    print(f"{len(prepared)} case(s) -> {args.output} (steps: {done}); now: nnUNetv2_predict -i {args.output} ...")
     return 0

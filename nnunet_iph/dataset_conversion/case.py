@@ -26,7 +26,8 @@ from nnunet_iph.dataset_conversion.checks import (DEFAULT_LABELS, ConversionErro
                                                   describe_mismatch, geometry_diff, sitk_message)
 from nnunet_iph.dataset_conversion.sources import Volume, read_volume, resample_irregular
 from nnunet_iph.dicom.reader import IRREGULAR_MODES
-from nnunet_iph.imageio import GZIP_MAGIC, InputError, atomic_path, is_nifti, read_image
+from nnunet_iph.imageio import GZIP_MAGIC, InputError, atomic_path, is_nifti, read_image, write_image
+from nnunet_iph.inference.model_inputs import InputSteps, link_or_copy, skull_strip
 
 FILE_ENDING = ".nii.gz"
 GZIP_LEVEL = 6
@@ -42,8 +43,10 @@ class ConversionOptions:
     merge_labels: bool = False  # map every positive mask label to 1
     dicom_irregular: str = "error"  # gantry tilt / non-uniform spacing: error | keep | resample
     labels: tuple[tuple[str, int], ...] = tuple(DEFAULT_LABELS.items())
+    input_steps: InputSteps = InputSteps()  # skull stripping, CT channel copies (repeated at prediction)
 
     def validate(self) -> None:
+        self.input_steps.validate()
         if self.reorient is not None:
             code = self.reorient.upper()
             axes = [{"L": 0, "R": 0, "A": 1, "P": 1, "S": 2, "I": 2}.get(c) for c in code]
@@ -58,6 +61,9 @@ class ConversionOptions:
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["labels"] = dict(self.labels)
+        del d["input_steps"]
+        if self.input_steps.active:  # absent otherwise: fingerprints of earlier conversions stay valid
+            d["input_steps"] = self.input_steps.record()
         return d
 
 
@@ -71,6 +77,8 @@ class CaseTask:
     options: ConversionOptions
     expected_slices: tuple[int, ...] | None = None
     expected_num_slices: int | None = None
+    staged_channels: tuple[str, ...] = ()  # channels 1.. of --ct-channels: links of the staged image
+    staged_brain: str | None = None  # the intracranial mask (--brain-mask)
 
 
 class OutputError(Exception):
@@ -145,6 +153,36 @@ def _from_array(arr: np.ndarray, ref: sitk.Image) -> sitk.Image:
     out = sitk.GetImageFromArray(arr)
     out.CopyInformation(ref)
     return out
+
+
+def _brain_step(task: CaseTask, image: sitk.Image, mask: sitk.Image | None, warnings: list[str],
+                notes: list[str]) -> tuple[sitk.Image, sitk.Image, dict[str, Any]]:
+    """Skull stripping: the CT with the fill outside its intracranial mask (unchanged when the mask is
+    passed through), the mask, and what the case record keeps. Reference voxels outside the mask are
+    counted and reported, the label itself is not changed."""
+    steps = task.options.input_steps
+    try:
+        stripped = skull_strip(image, steps.brain_mask, steps.fill, task.case_id)
+    except ValueError as err:
+        raise ConversionError(f"image {task.image}: {err}") from None
+    for w in stripped.warnings:
+        w = f"{w}; the CT is converted unmasked"
+        warnings.append(w)
+        notes.append(w)
+    info: dict[str, Any] = {"intracranial_ml": stripped.volume_ml, "brain_passed_through": stripped.passed_through,
+                            "brain_fill": stripped.fill, "hemorrhage_outside_brain_voxels": None,
+                            "hemorrhage_outside_brain_ml": None}
+    if mask is not None:
+        outside = int(np.count_nonzero((sitk.GetArrayViewFromImage(mask) > 0)
+                                       & (sitk.GetArrayViewFromImage(stripped.mask) == 0)))
+        ml = round(outside * math.prod(image.GetSpacing()) / 1000.0, 6)
+        info.update(hemorrhage_outside_brain_voxels=outside, hemorrhage_outside_brain_ml=ml)
+        if outside:
+            w = (f"{task.case_id}: {outside} reference hemorrhage voxel(s) ({ml:.3f} mL) lie outside the brain "
+                 f"mask, where the CT now reads {stripped.fill:g}; the label is kept unchanged")
+            warnings.append(w)
+            notes.append(w)
+    return stripped.image, stripped.mask, info
 
 
 def _process_case(task: CaseTask, snaps: list[Path]) -> dict[str, Any]:
@@ -260,6 +298,13 @@ def _process_case(task: CaseTask, snaps: list[Path]) -> dict[str, Any]:
                 mask_changed = True
             notes.append(f"reoriented {before} -> {target}")
 
+    brain_info: dict[str, Any] = {}
+    brain = None
+    if opts.input_steps.brain_mask is not None:
+        stripped, brain, brain_info = _brain_step(task, image, mask, warnings, notes)
+        image_changed = image_changed or stripped is not image
+        image = stripped
+
     fg = 0
     volume_ml = None
     if mask is not None:
@@ -269,6 +314,13 @@ def _process_case(task: CaseTask, snaps: list[Path]) -> dict[str, Any]:
     how_mask = None
     if mask is not None and task.staged_label:
         how_mask = _write(mask, m_snap, mask_changed, Path(task.staged_label))
+    try:
+        for p in task.staged_channels:
+            link_or_copy(Path(task.staged_image), Path(p))
+        if brain is not None and task.staged_brain:
+            write_image(brain, task.staged_brain)
+    except OSError as err:
+        raise OutputError(f"cannot write {err.filename}: {err.strerror}") from None
     return {
         "ok": True, "case_id": task.case_id, "reason": "", "notes": notes, "warnings": warnings,
         "volume_ml": volume_ml, "foreground_voxels": fg if mask is not None else None,
@@ -277,7 +329,7 @@ def _process_case(task: CaseTask, snaps: list[Path]) -> dict[str, Any]:
         "spacing": "x".join(f"{s:.6g}" for s in image.GetSpacing()),
         "pixel_type": image.GetPixelIDTypeAsString(),
         "orientation": orientation_code(image),
-        "image_written": how_img, "label_written": how_mask,
+        "image_written": how_img, "label_written": how_mask, **brain_info,
     }
 
 
@@ -290,7 +342,7 @@ def convert_case(task: CaseTask) -> dict[str, Any]:
     try:
         return _process_case(task, snaps)
     except Exception as err:  # noqa: BLE001 - a bug or an odd file must not lose the other cases
-        for p in (task.staged_image, task.staged_label):  # no half-staged case either
+        for p in (task.staged_image, task.staged_label, task.staged_brain, *task.staged_channels):  # no half case
             if p:
                 Path(p).unlink(missing_ok=True)
         if isinstance(err, OutputError):

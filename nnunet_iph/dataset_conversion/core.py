@@ -31,14 +31,14 @@ from typing import Any, Iterable, Iterator
 
 from nnunet_iph.dataset_conversion.case import FILE_ENDING, CaseTask, ConversionOptions, convert_case, init_worker
 from nnunet_iph.dataset_conversion.listing import Entry, Subject, plan
-from nnunet_iph.dataset_conversion.records import (META_DIR, Committer, case_record, fingerprint, finish,
-                                                   load_unchanged, output_paths, recorded_source)
+from nnunet_iph.dataset_conversion.records import (BRAIN_MASK_DIR, META_DIR, Committer, case_record, fingerprint,
+                                                   finish, load_unchanged, output_paths, recorded_source)
 from nnunet_iph.locking import folder_lock
 from nnunet_iph.parallel import run_jobs
 
 __all__ = ["ConversionOptions", "Subject", "run_conversion", "dataset_folder_name"]
 
-OUTPUT_DIRS = ("imagesTr", "labelsTr", "imagesTs", "labelsTs")
+OUTPUT_DIRS = ("imagesTr", "labelsTr", "imagesTs", "labelsTs", BRAIN_MASK_DIR)
 SPLIT_SCHEMES = ("kfold", "loso")
 
 
@@ -172,7 +172,7 @@ def _convert_cases(ds: Path, staging: Path, entries: list[Entry], opts: Conversi
     for e in entries:
         if e.fate:
             continue
-        e.outputs = output_paths(e)
+        e.outputs = output_paths(e, opts)
         fp = fingerprint(e, opts)
         rec = load_unchanged(ds, e, fp)
         if rec is not None:
@@ -186,7 +186,11 @@ def _convert_cases(ds: Path, staging: Path, entries: list[Entry], opts: Conversi
                               staged_label=(str(staging / f"{e.case_id}.label{FILE_ENDING}")
                                             if e.subject.mask else None),
                               options=opts, expected_slices=e.subject.expected_slices,
-                              expected_num_slices=e.subject.expected_num_slices))
+                              expected_num_slices=e.subject.expected_num_slices,
+                              staged_channels=tuple(str(staging / f"{e.case_id}.{role}{FILE_ENDING}")
+                                                    for role in e.outputs if role.startswith("image_")),
+                              staged_brain=(str(staging / f"{e.case_id}.brain{FILE_ENDING}")
+                                            if "brain_mask" in e.outputs else None)))
         todo[e.case_id] = (e, fp)
 
     pending: list[tuple[Entry, CaseTask, dict[str, Any]]] = []
@@ -239,8 +243,11 @@ def _quiet_workers(jobs: Iterator[Any], parallel: bool) -> Iterator[Any]:
 
 def _staged(task: CaseTask) -> dict[str, str]:
     out = {"image": task.staged_image}
+    out.update((f"image_{c:04d}", p) for c, p in enumerate(task.staged_channels, 1))
     if task.staged_label:
         out["label"] = task.staged_label
+    if task.staged_brain:
+        out["brain_mask"] = task.staged_brain
     return out
 
 

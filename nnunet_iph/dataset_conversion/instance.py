@@ -15,6 +15,7 @@ from pathlib import Path
 
 from nnunet_iph.dataset_conversion.core import ConversionOptions, Subject, run_conversion
 from nnunet_iph.dataset_conversion.registry import Converter
+from nnunet_iph.inference.model_inputs import InputSteps
 
 IMAGE_DIRS = ("data", "image", "images")
 LABEL_DIRS = ("label", "labels", "mask", "masks")
@@ -110,11 +111,12 @@ def convert_instance(src: str | os.PathLike, dataset_id: int, name: str,
                      seed: int = 0, num_workers: int = 1, strict: bool = False, reorient: str | None = None,
                      num_folds: int = 5, split_scheme: str = "kfold", resample_mask: bool = False,
                      geometry_tolerance: float = 1e-3, merge_labels: bool = False,
-                     dicom_irregular: str = "error", overwrite: bool = False, progress: bool = True) -> Path:
+                     dicom_irregular: str = "error", overwrite: bool = False, progress: bool = True,
+                     input_steps: InputSteps | None = None) -> Path:
     """Convert INSTANCE 2022: labelled scans to imagesTr/labelsTr, unlabelled ones to imagesTs."""
     opts = ConversionOptions(reorient=reorient, geometry_tolerance=geometry_tolerance,
                              resample_mask=resample_mask, merge_labels=merge_labels,
-                             dicom_irregular=dicom_irregular)
+                             dicom_irregular=dicom_irregular, input_steps=input_steps or InputSteps())
     return run_conversion(instance_subjects(src, list(test_dirs)), dataset_id=dataset_id, name=name,
                           raw_root=raw_root, converter="instance", source=src, options=opts, seed=seed,
                           num_workers=num_workers, strict=strict, num_folds=num_folds, split_scheme=split_scheme,

@@ -19,6 +19,7 @@ from pathlib import Path
 from nnunet_iph.dataset_conversion.core import ConversionOptions, Subject, run_conversion
 from nnunet_iph.dataset_conversion.registry import Converter
 from nnunet_iph.dataset_conversion.tables import field_count_problem, resolve_path, unique_columns
+from nnunet_iph.inference.model_inputs import InputSteps
 
 PHASES = {"II": "train", "2": "train", "III": "test", "3": "test"}
 
@@ -80,11 +81,12 @@ def convert_mistie(table: str | os.PathLike, dataset_id: int, name: str,
                    strict: bool = False, reorient: str | None = None, num_folds: int = 5,
                    split_scheme: str = "kfold", resample_mask: bool = False, geometry_tolerance: float = 1e-3,
                    merge_labels: bool = False, dicom_irregular: str = "error", overwrite: bool = False,
-                   progress: bool = True) -> Path:
+                   progress: bool = True,
+                   input_steps: InputSteps | None = None) -> Path:
     """Convert a MISTIE-style scan table: phase II -> imagesTr/labelsTr, phase III -> imagesTs/labelsTs."""
     opts = ConversionOptions(reorient=reorient, geometry_tolerance=geometry_tolerance,
                              resample_mask=resample_mask, merge_labels=merge_labels,
-                             dicom_irregular=dicom_irregular)
+                             dicom_irregular=dicom_irregular, input_steps=input_steps or InputSteps())
     return run_conversion(mistie_subjects(table), dataset_id=dataset_id, name=name, raw_root=raw_root,
                           converter="mistie", source=table, options=opts, seed=seed, num_workers=num_workers,
                           strict=strict, num_folds=num_folds, split_scheme=split_scheme, overwrite=overwrite,

@@ -17,6 +17,7 @@ from pathlib import Path
 from nnunet_iph.dataset_conversion.core import ConversionOptions, Subject, run_conversion
 from nnunet_iph.dataset_conversion.registry import Converter
 from nnunet_iph.dataset_conversion.tables import field_count_problem, resolve_path, unique_columns
+from nnunet_iph.inference.model_inputs import InputSteps
 
 REQUIRED_COLUMNS = ("subject_id", "image", "mask", "site", "age", "sex")
 SPLIT_VALUES = {"train": "train", "training": "train", "tr": "train",
@@ -79,7 +80,8 @@ def convert_multisite(manifest: str | os.PathLike, dataset_id: int, name: str,
                       num_workers: int = 1, strict: bool = False, reorient: str | None = None,
                       num_folds: int = 5, split_scheme: str = "kfold", resample_mask: bool = False,
                       geometry_tolerance: float = 1e-3, merge_labels: bool = False,
-                      dicom_irregular: str = "error", overwrite: bool = False, progress: bool = True) -> Path:
+                      dicom_irregular: str = "error", overwrite: bool = False, progress: bool = True,
+                      input_steps: InputSteps | None = None) -> Path:
     """Convert a multi-site manifest into ``raw_root/DatasetNNN_Name`` (``raw_root`` default: ``$nnUNet_raw``).
 
     ``test_fraction`` holds out that share of patients (stratified by site, seeded) into
@@ -92,7 +94,7 @@ def convert_multisite(manifest: str | os.PathLike, dataset_id: int, name: str,
     """
     opts = ConversionOptions(reorient=reorient, geometry_tolerance=geometry_tolerance,
                              resample_mask=resample_mask, merge_labels=merge_labels,
-                             dicom_irregular=dicom_irregular)
+                             dicom_irregular=dicom_irregular, input_steps=input_steps or InputSteps())
     return run_conversion(read_manifest(manifest), dataset_id=dataset_id, name=name, raw_root=raw_root,
                           converter="multisite", source=manifest, options=opts, test_fraction=test_fraction,
                           seed=seed, num_workers=num_workers, strict=strict, num_folds=num_folds,

@@ -22,6 +22,7 @@ from pathlib import Path
 from nnunet_iph.dataset_conversion.core import ConversionOptions, Subject, run_conversion
 from nnunet_iph.dataset_conversion.registry import Converter
 from nnunet_iph.dataset_conversion.tables import unique_columns
+from nnunet_iph.inference.model_inputs import InputSteps
 
 SLICE_TABLE = "hemorrhage_diagnosis_raw_ct.csv"
 DEMOGRAPHICS = "Patient_demographics.csv"
@@ -205,7 +206,8 @@ def convert_physionet(src: str | os.PathLike, dataset_id: int, name: str,
                       num_workers: int = 1, strict: bool = False, reorient: str | None = None,
                       num_folds: int = 5, split_scheme: str = "kfold", resample_mask: bool = False,
                       geometry_tolerance: float = 1e-3, merge_labels: bool = False,
-                      dicom_irregular: str = "error", overwrite: bool = False, progress: bool = True) -> Path:
+                      dicom_irregular: str = "error", overwrite: bool = False, progress: bool = True,
+                      input_steps: InputSteps | None = None) -> Path:
     """Convert the PhysioNet CT-ICH release; per-patient subtype flags go to ``cases.csv``.
 
     Without reorientation the NIfTI files are copied byte for byte (voxels, header and the
@@ -214,7 +216,7 @@ def convert_physionet(src: str | os.PathLike, dataset_id: int, name: str,
     """
     opts = ConversionOptions(reorient=reorient, geometry_tolerance=geometry_tolerance,
                              resample_mask=resample_mask, merge_labels=merge_labels,
-                             dicom_irregular=dicom_irregular)
+                             dicom_irregular=dicom_irregular, input_steps=input_steps or InputSteps())
     what = ("IPH-only cohort (patients whose only subtype is intraparenchymal)" if cohort == "iph"
             else "all patients, label 1 = any intracranial hemorrhage")
     return run_conversion(physionet_subjects(src, cohort, iph_include_negatives), dataset_id=dataset_id,

@@ -21,11 +21,16 @@ from nnunet_iph.dataset_conversion.listing import Entry
 from nnunet_iph.dataset_conversion.sources import source_fingerprint
 from nnunet_iph.dataset_conversion.splits import SPLIT_FILES, SplitCase, kfold_splits, loso_splits
 from nnunet_iph.imageio import atomic_path, write_json
+from nnunet_iph.inference.model_inputs import DATASET_KEY as INPUT_STEPS_KEY
 
 #: bump when the conversion of a case changes, so that re-runs redo old outputs
 ENGINE_VERSION = 2  # 2: checks run on the staged copy, CT-units warnings
 META_DIR = ".nnunet_iph"
 SOURCE_FILE = "source.json"  # which converter and source the dataset holds
+BRAIN_MASK_DIR = "brainmasks"  # --brain-mask: <case>.nii.gz beside imagesTr (nnU-Net reads none of it)
+#: cases.csv columns of --brain-mask (after the fixed ones)
+BRAIN_COLUMNS = ["brain_mask_file", "intracranial_ml", "brain_passed_through", "brain_fill",
+                 "hemorrhage_outside_brain_voxels", "hemorrhage_outside_brain_ml"]
 #: columns of cases.csv that come first, in this order; converter metadata follows
 CASE_COLUMNS = ["case_id", "subject_id", "patient_id", "split", "fold", "site", "age", "sex", "scanner",
                 "phase", "volume_ml", "foreground_voxels", "source_image", "source_mask", "image_file",
@@ -35,11 +40,18 @@ REPORT_COLUMNS = ["source_row", "subject_id", "case_id", "patient_id", "split", 
 MAX_LISTED = 10  # lines per kind of problem on stderr; the report has them all
 
 
-def output_paths(e: Entry) -> dict[str, str]:
+def output_paths(e: Entry, opts: ConversionOptions) -> dict[str, str]:
+    """Role -> file relative to the dataset: ``image`` (channel 0), ``image_0001``.. (copies of it),
+    ``label``, ``brain_mask``."""
     tr = e.split == "train"
-    out = {"image": f"{'imagesTr' if tr else 'imagesTs'}/{e.case_id}_0000{FILE_ENDING}"}
+    images = "imagesTr" if tr else "imagesTs"
+    out = {"image": f"{images}/{e.case_id}_0000{FILE_ENDING}"}
+    out.update((f"image_{c:04d}", f"{images}/{e.case_id}_{c:04d}{FILE_ENDING}")
+               for c in range(1, opts.input_steps.ct_channels))
     if e.subject.mask:
         out["label"] = f"{'labelsTr' if tr else 'labelsTs'}/{e.case_id}{FILE_ENDING}"
+    if opts.input_steps.brain_mask is not None:
+        out["brain_mask"] = f"{BRAIN_MASK_DIR}/{e.case_id}{FILE_ENDING}"
     return out
 
 
@@ -95,12 +107,12 @@ class Committer:
     def commit(self, e: Entry, staged: dict[str, str], fp: dict[str, Any], record: dict[str, Any]) -> None:
         self.invalidate()
         outputs = {}
-        for role in ("label", "image"):  # the image last: to nnU-Net a case exists once its image does
-            if role in e.outputs:
-                dest = self.ds / e.outputs[role]
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(staged[role], dest)
-                outputs[e.outputs[role]] = _stat(dest)
+        # label, brain mask and channel copies first, channel 0 last: the case is complete once it exists
+        for role in sorted(e.outputs, key=lambda r: r == "image"):
+            dest = self.ds / e.outputs[role]
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(staged[role], dest)
+            outputs[e.outputs[role]] = _stat(dest)
         write_json({"fingerprint": fp, "outputs": outputs, "record": record},
                    self.ds / META_DIR / "cases" / f"{e.case_id}.json")
 
@@ -205,7 +217,8 @@ def finish(ds: Path, entries: list[Entry], opts: ConversionOptions, *, converter
     fold_of = {cid: i for i, f in enumerate(kfold) for cid in f["val"]}
 
     # cases.csv: one row per converted case, joinable on case_id
-    extra_cols: list[str] = []
+    brain = opts.input_steps.brain_mask is not None
+    extra_cols: list[str] = list(BRAIN_COLUMNS) if brain else []
     for e in conv:
         for k in e.subject.meta:
             k = _meta_column(k)
@@ -222,6 +235,8 @@ def finish(ds: Path, entries: list[Entry], opts: ConversionOptions, *, converter
                    source_mask=str(Path(e.subject.mask).resolve()) if e.subject.mask else "",
                    image_file=e.outputs.get("image"), label_file=e.outputs.get("label", ""),
                    notes="; ".join(e.notes))
+        if brain:
+            row.update({k: rec.get(k) for k in BRAIN_COLUMNS}, brain_mask_file=e.outputs.get("brain_mask"))
         for k, v in e.subject.meta.items():
             row[_meta_column(k)] = v
         rows.append(row)
@@ -237,7 +252,7 @@ def finish(ds: Path, entries: list[Entry], opts: ConversionOptions, *, converter
         raise ValueError(f"{source}: no case could be converted; see {ds / 'conversion_report.csv'}")
 
     dataset_json = {
-        "channel_names": {"0": "CT"},
+        "channel_names": {str(c): "CT" for c in range(opts.input_steps.ct_channels)},
         "labels": dict(opts.labels),
         "numTraining": len(train),
         "file_ending": FILE_ENDING,
@@ -256,6 +271,8 @@ def finish(ds: Path, entries: list[Entry], opts: ConversionOptions, *, converter
                       "splits": SPLIT_FILES["final"] if chosen else None},
         },
     }
+    if opts.input_steps.active:  # what nnunet-iph predict / prepare-inputs repeat on every input
+        dataset_json[INPUT_STEPS_KEY] = opts.input_steps.record()
     write_json_if_changed(committer.source, ds / META_DIR / SOURCE_FILE)
     write_json_if_changed(dataset_json, ds / "dataset.json")
     return ds

@@ -15,9 +15,11 @@ channel); each sub-folder is a DICOM case (its series chosen by :mod:`nnunet_iph
 staged as NIfTI in a private temporary folder, masks written on the series' grid plus a DICOM-SEG
 ``<out>/<CASE>.seg.dcm``). Every input is read (:func:`nnunet_iph.imageio.read_image`) and
 checked before nnU-Net starts, so a bad file stops the run with its name before anything is
-written. Output: ``<out>/<CASE>.nii.gz``, ``<out>/volumes.csv``, ``<out>/pipeline.json``
-(members, folds, DICOM series, timings) and, with ``keep_members``, each member's output under
-``<out>/members/``.
+written. A model whose dataset.json records input steps (skull stripping, CT channel copies: see
+:mod:`nnunet_iph.inference.model_inputs`) gets them applied to each input CT right after these
+checks. Output: ``<out>/<CASE>.nii.gz``, ``<out>/volumes.csv``, ``<out>/pipeline.json`` (members,
+folds, DICOM series, timings, model input steps) and, with ``keep_members``, each member's output
+under ``<out>/members/``.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ import numpy as np
 
 from nnunet_iph.ensembling.ensemble import ModelRef, check_members
 from nnunet_iph.imageio import write_json
+from nnunet_iph.inference.model_inputs import InputSteps, model_steps, prepare_cases
 from nnunet_iph.inference.outputs import write_prediction_outputs
 from nnunet_iph.planning.cascade import COARSE_TRAINER_ENV, PREVIOUS_TRAINER_KEY, PROBABILITY_LEVELS
 
@@ -203,6 +206,11 @@ def available_folds(model: ModelRef, folds: Sequence[int | str] | None, checkpoi
         raise FileNotFoundError(f"{model.folder}: fold(s) {missing} have no {checkpoint}; train them: "
                                 f"{model.train_command(missing[0], '')}")
     return tuple(folds)
+
+
+def _staging_ending(file_ending: str) -> str:
+    """Uncompressed NIfTI for files read once, right away (gzip would cost more than it saves)."""
+    return ".nii" if file_ending in (".nii.gz", ".nii") else file_ending
 
 
 # --------------------------------------------------------------------------- running one model
@@ -396,12 +404,14 @@ def fine_takes_probabilities(fine: ModelRef) -> bool:
 
 
 def _brain_masks(cases: dict[str, list[str]], brain_dir: Path, ds: dict, settings: PredictSettings,
-                 timing: Timing) -> None:
+                 timing: Timing, steps: InputSteps) -> None:
+    """Intracranial masks of the input CTs; with the model's own extraction settings where it records them."""
     from nnunet_iph.brain.folder import brain_masks
+    from nnunet_iph.brain.settings import BrainMaskSettings
 
     t = time.perf_counter()
-    brain_masks({case: files[0] for case, files in cases.items()}, brain_dir, progress=settings.verbose,
-                file_ending=ds["file_ending"])
+    brain_masks({case: files[0] for case, files in cases.items()}, brain_dir,
+                steps.brain_mask or BrainMaskSettings(), progress=settings.verbose, file_ending=ds["file_ending"])
     timing.stages["brain_mask"] = time.perf_counter() - t
 
 
@@ -413,6 +423,7 @@ class PredictResult:
     timing: Timing
     members: dict[str, str]
     dicom: list = field(default_factory=list)  # the DICOM cases (series chosen, others, handling)
+    warnings: list[str] = field(default_factory=list)  # e.g. a model input left unmasked (pass-through)
 
 
 def predict(input_folder: str | os.PathLike, output_folder: str | os.PathLike, pipeline: str,
@@ -441,10 +452,22 @@ def predict(input_folder: str | os.PathLike, output_folder: str | os.PathLike, p
         read_patient_map(settings.patients)  # a bad map fails now, not after the inference
     timing = Timing()
     ds = models[0].dataset_json()
+    steps = model_steps(models)  # skull stripping / CT copies the training data had (dataset.json)
+    if settings.brain_crop is not None and steps.brain_mask is not None:
+        raise ValueError(f"--brain-crop with a model trained on skull-stripped CTs ({models[0].folder / 'dataset.json'}"
+                         f" records brain_mask) is not supported: the crop would be found on the stripped CT")
     # DICOM cases are staged here; removed right after the outputs are written (or at exit, on an error)
     staging = tempfile.TemporaryDirectory(prefix="nnunet-iph-dicom-")
-    cases, dicom_cases = gather_inputs(input_folder, ds["file_ending"], len(ds["channel_names"]),
-                                       Path(staging.name), settings, timing, out)
+    cases, dicom_cases = gather_inputs(input_folder, ds["file_ending"],
+                                       1 if steps.active else len(ds["channel_names"]), Path(staging.name),
+                                       settings, timing, out)
+    raw_cases = cases  # what the user gave: brain masks, restriction, volumes and QC refer to these
+    prepared = None
+    if steps.active:  # the same steps as the conversion of the training data, before nnU-Net
+        t = time.perf_counter()
+        cases, prepared = prepare_cases(cases, Path(staging.name) / "model_inputs", steps,
+                                        _staging_ending(ds["file_ending"]), compress=False)
+        timing.stages["model_inputs"] = time.perf_counter() - t
     if settings.restrict_to_brain and any(c.handling == "resampled" for c in dicom_cases):
         raise ValueError("--restrict-to-brain with resampled DICOM cases (--dicom-irregular resample) is not "
                          "supported: the masks would be restricted on the resampled grid")
@@ -455,7 +478,6 @@ def predict(input_folder: str | os.PathLike, output_folder: str | os.PathLike, p
 
         crop.check_models(models, settings.save_probabilities)
         t = time.perf_counter()
-        originals = cases
         cases, crops = crop.crop_cases(cases, Path(staging.name) / "crops", settings.brain_crop, ds["file_ending"])
         timing.stages["brain_crop"] = time.perf_counter() - t
     members_dir = out / "members"
@@ -472,6 +494,7 @@ def predict(input_folder: str | os.PathLike, output_folder: str | os.PathLike, p
     else:
         fine = models[0]
         coarse_model = coarse_model_for(fine, coarse)
+        model_steps([fine, coarse_model])  # both stages see the same inputs
         coarse_runner = _ModelRunner(coarse_model, settings, timing)
         fine_runner = _ModelRunner(fine, settings, timing)  # nnU-Net has now looked up (imported) the trainer
         probabilities = fine_takes_probabilities(fine)
@@ -491,21 +514,21 @@ def predict(input_folder: str | os.PathLike, output_folder: str | os.PathLike, p
         t = time.perf_counter()
         for folder in {out, *(Path(m) for m in members.values() if settings.keep_members and Path(m).is_dir())}:
             crop.paste_folder(folder, crops, ds["file_ending"])
-        cases = originals
         timing.stages["brain_crop_paste"] = time.perf_counter() - t
+    cases = raw_cases
     brain_dir = out / BRAIN_DIR if settings.brain_mask else None
     restriction = None
     if settings.restrict_to_brain:  # before the DICOM outputs: SEGs, volumes and QC show the restricted masks
         from nnunet_iph.postprocessing.brain import restrict_folder_in_place
 
-        _brain_masks(cases, brain_dir, ds, settings, timing)
+        _brain_masks(cases, brain_dir, ds, settings, timing, steps)
         t = time.perf_counter()
         restriction = {"applied_to": "masks (not the probabilities or the members' outputs)",
                        "cases": restrict_folder_in_place(out, cases, ds["file_ending"], brain_dir)}
         timing.stages["restrict_to_brain"] = time.perf_counter() - t
     dicom_info = finish_dicom_cases(dicom_cases, out, ds, settings, timing)
     if settings.brain_mask and not settings.restrict_to_brain:  # after them: resampled cases are back on their grid
-        _brain_masks(cases, brain_dir, ds, settings, timing)
+        _brain_masks(cases, brain_dir, ds, settings, timing, steps)
     csv_path = write_prediction_outputs(out, cases, ds["file_ending"], ds.get("labels"), pipeline=pipeline,
                                         models=models, qc=settings.qc, patients=settings.patients,
                                         brain_masks=brain_dir)
@@ -518,5 +541,8 @@ def predict(input_folder: str | os.PathLike, output_folder: str | os.PathLike, p
                 "members": members, "cases": list(cases), "dicom": dicom_info, "settings": asdict(settings),
                 "brain_restriction": restriction,
                 "brain_crop": crop.summary(crops, settings.brain_crop) if crops is not None else None,
+                "model_inputs": ({"steps": steps.record(), "cases": {c: p.summary() for c, p in prepared.items()}}
+                                 if prepared is not None else None),
                 "timing": {**timing.summary(), "stages": timing.stages}}, out / "pipeline.json")
-    return PredictResult(out, list(cases), csv_path, timing, members, dicom_cases)
+    warnings = [w for p in (prepared or {}).values() for w in p.warnings]
+    return PredictResult(out, list(cases), csv_path, timing, members, dicom_cases, warnings)
