@@ -26,6 +26,7 @@ SUBCOMMAND_MODULES = (
     "nnunet_iph.commands.postprocess",
     "nnunet_iph.commands.benchmark",
     "nnunet_iph.commands.trainers",
+    "nnunet_iph.commands.recipe",
 )
 
 
