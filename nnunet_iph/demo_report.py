@@ -1,12 +1,19 @@
-"""The demo's Markdown report: test-set Dice per model, per case, overlays, settings, versions."""
+"""The demo's Markdown report: test-set Dice per model, per case, overlays, settings, versions.
+
+The Dice values are those of ``nnunet-iph analyze`` (its ``per_case.csv`` and ``results.json``),
+not a second computation: the demo report and the analysis report give the same number for the
+same case, under the one empty-mask convention of :mod:`nnunet_iph.analysis.metric_table`.
+"""
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from nnunet_iph.analysis.metric_table import empty_rule
 from nnunet_iph.environment import package_versions
 from nnunet_iph.imageio import write_text
 
@@ -14,12 +21,32 @@ if TYPE_CHECKING:
     from nnunet_iph.demo import DemoModel, DemoSettings
 
 
-def _dice(value: float) -> str:
-    return "empty, correct" if value != value else f"{value:.3f}"  # NaN: empty reference and prediction
+def analysis_dice(analysis: Path) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+    """Mean test-set Dice per system and Dice per system and case, as ``nnunet-iph analyze`` wrote
+    them to ``analysis`` (the hemorrhage label, split ``test``)."""
+    import pandas as pd
+
+    results = json.loads((analysis / "results.json").read_text(encoding="utf-8"))
+    try:
+        describe = results["analyses"]["test"]["metrics"]["dice"]["describe"]
+    except KeyError as err:
+        raise ValueError(f"{analysis / 'results.json'}: no test-set Dice (missing key {err})") from None
+    means = {row["system"]: row["mean"] for row in describe}
+    table = pd.read_csv(analysis / "per_case.csv", dtype={"case": str, "label": str})
+    table = table[(table["split"] == "test") & (table["label"] == "1")]
+    per_case = {system: dict(zip(rows["case"], rows["dice"].astype(float))) for system, rows in table.groupby("system")}
+    return means, per_case
+
+
+def failed_models(means: dict[str, float], min_dice: float) -> dict[str, float]:
+    """The models whose mean test Dice is below ``min_dice`` (NaN counts as below)."""
+    return {name: dice for name, dice in means.items() if not (math.isfinite(dice) and dice >= min_dice)}
 
 
 def write_report(workdir: Path, raw: Path, predictions: Path, settings: DemoSettings, models: list[DemoModel],
-                 results: Path, timings: dict[str, float]) -> Path:
+                 results: Path, timings: dict[str, float],
+                 dice: tuple[dict[str, float], dict[str, dict[str, float]]]) -> Path:
+    """``dice``: :func:`analysis_dice` of the demo's analysis folder."""
     import SimpleITK as sitk
 
     from nnunet_iph.analysis.figures import overlay_png
@@ -27,15 +54,15 @@ def write_report(workdir: Path, raw: Path, predictions: Path, settings: DemoSett
     def read(path: Path):
         return sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
 
-    rows, per_case = [], {}
-    for i, m in enumerate(models):
-        summary = json.loads((predictions / f"model{i}" / "summary.json").read_text(encoding="utf-8"))
-        per_case[m.label] = {Path(c["reference_file"]).name.removesuffix(".nii.gz"): c["metrics"]["1"]["Dice"]
-                             for c in summary["metric_per_case"]}
+    means, per_case = dice
+    failed = failed_models(means, settings.min_dice) if settings.min_dice is not None else {}
+    rows = []
+    for m in models:
         train_s = sum(timings[t.step_name] for t in m.trainings)
-        rows.append(f"| `{m.label}` | {m.kind} | {len(m.trainings)} | {summary['foreground_mean']['Dice']:.3f} | "
+        learned = "" if settings.min_dice is None else (" | **no**" if m.label in failed else " | yes")
+        rows.append(f"| `{m.label}` | {m.kind} | {len(m.trainings)} | {means[m.label]:.3f}{learned} | "
                     f"{train_s:.0f} | {timings[f'predict {m.label}']:.0f} |")
-    cases = sorted(next(iter(per_case.values())))
+    cases = sorted(per_case[models[0].label])
     volumes = {c: int(read(raw / "labelsTs" / f"{c}.nii.gz").sum()) for c in cases}
     shown = max(volumes, key=volumes.get)  # the largest reference hemorrhage, shown for every model
     ct, ref = read(raw / "imagesTs" / f"{shown}_0000.nii.gz"), read(raw / "labelsTs" / f"{shown}.nii.gz")
@@ -51,27 +78,34 @@ def write_report(workdir: Path, raw: Path, predictions: Path, settings: DemoSett
              "patient-level folds (site-stratified). CPU-sized nnU-Net plans (batch "
              f"{settings.batch_size}, nnU-Net's feature widths halved, the same for every model); no mirroring at "
              "validation or prediction (`_noTTA`).", "",
+             f"- **Every model**: intensity protocol `{settings.intensity}`"
+             + (f", {settings.sampling} % of each batch's patches centred on hemorrhage (`_fg{settings.sampling}`)"
+                if settings.sampling else "")
+             + ", seeded training (`NNUNET_IPH_SEED`: a re-run gives the same numbers).",
              f"- **Single models** (`{settings.schedule_name('<Trainer>')}`): {settings.epochs} epochs x "
-             f"{settings.iterations} iterations on fold 0, the same budget for each: the comparison of the "
-             "report. Training is seeded (`NNUNET_IPH_SEED`), so a re-run gives the same numbers. A few hundred "
-             "iterations on CPU: a model may not have left the all-background solution yet (Dice 0), which the "
-             "per-case table and the overlays show; longer schedules: `nnunet-iph demo` settings or the "
-             "nnU-Net workflow in the README."]
+             f"{settings.iterations} iterations on fold 0 (nnU-Net's default trainer, focal + Dice"
+             + (f", architectures at width {settings.width:g}" if settings.architectures else "")
+             + "), the same budget for each: the comparison of the report."]
     if showcase:
-        lines += [f"- **Showcase** (`{settings.schedule_name('<Trainer>', showcase=True)}`): an architecture, "
+        lines += [f"- **Showcase** (`{settings.schedule_name('<Trainer>', showcase=True)}`): "
                   "a 2.5D ensemble (three plane models) and a coarse-to-fine cascade (coarse stage on every fold), "
-                  f"{settings.showcase_epochs} x {settings.showcase_iterations} iterations each: they show the "
-                  "machinery working end to end within the CPU budget; their Dice says nothing about the methods."]
+                  f"{settings.showcase_epochs} x {settings.showcase_iterations} iterations each."]
+    if settings.min_dice is not None:
+        lines += [f"- **Every model must learn**: mean test Dice >= {settings.min_dice:g}; below it "
+                  "`nnunet-iph demo` exits with status 1 after writing this report."]
+    checked = settings.min_dice is not None
     lines += ["",
-             "## Test-set Dice (hemorrhage, nnU-Net `summary.json`)", "",
-             "| model | kind | trainings | mean Dice | training time (s) | prediction time (s) |",
-             "|---|---|---|---|---|---|", *rows, "",
-             "Per case:", "", "| case | ref voxels | " + " | ".join(f"`{n}`" for n in per_case) + " |",
-             "|---|---|" + "---|" * len(per_case)]
-    lines += [f"| {c} | {volumes[c]} | " + " | ".join(_dice(per_case[n][c]) for n in per_case) + " |"
+             "## Test-set Dice (hemorrhage)", "",
+             "| model | kind | trainings | mean Dice" + (" | learned" if checked else "")
+             + " | training time (s) | prediction time (s) |",
+             "|---|---|---|---|" + ("---|" if checked else "") + "---|---|", *rows, "",
+             "Per case:", "", "| case | ref voxels | " + " | ".join(f"`{m.label}`" for m in models) + " |",
+             "|---|---|" + "---|" * len(models)]
+    lines += [f"| {c} | {volumes[c]} | " + " | ".join(f"{per_case[m.label][c]:.3f}" for m in models) + " |"
               for c in cases]
-    lines += ["", "(nnU-Net scores a case without hemorrhage that gets an empty prediction as NaN, shown as "
-              "'empty, correct', and leaves it out of the mean.)"]
+    lines += ["", f"Scored by `nnunet-iph analyze` (the numbers of [analysis/report.md](analysis/report.md) and "
+              f"`analysis/per_case.csv`); the mean is over all {len(cases)} test cases. Empty masks: "
+              f"{empty_rule('dice')}."]
     lines += ["", f"## Overlays (case `{shown}`; green = true positive, red = false positive, "
               "blue = false negative)", ""]
     lines += [f"![{p.stem}]({p.relative_to(workdir)})" for p in images]

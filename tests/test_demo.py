@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import os
 import re
+from dataclasses import replace
 
 import pytest
 
-from nnunet_iph.demo import DEFAULT, QUICK, demo_models, run_demo
+from nnunet_iph.cluster.experiment import TrainTask
+from nnunet_iph.demo import DEFAULT, QUICK, DemoModel, demo_models, run_demo
 from tests.conftest import run_cli
 
 
@@ -16,15 +18,18 @@ def test_default_demo_covers_single_models_an_architecture_a_25d_ensemble_and_a_
     models = {m.label: m for m in demo_models(DEFAULT)}
     assert {"nnUNetTrainer", "nnUNetTrainerFocalDice", "nnUNetTrainerFPN"} <= set(models)
     planes = models["2.5D-nnUNetTrainerFocalDice"]
-    assert [t.plans for t in planes.trainings] == ["nnUNetPlans_axial", "nnUNetPlans_coronal", "nnUNetPlans_sagittal"]
+    assert [t.plans for t in planes.trainings] == ["nnUNetPlans_midl2026_axial", "nnUNetPlans_midl2026_coronal",
+                                                   "nnUNetPlans_midl2026_sagittal"]
     cascade = models["cascade-DenseNetCoarse-CascadeFine"]
     coarse, fine = cascade.trainings[:-1], cascade.trainings[-1]
     assert [t.fold for t in coarse] == [str(f) for f in range(DEFAULT.folds)]  # the fine stage needs every fold's coarse output
     assert fine.configuration == "2d_fine" and "nnUNetTrainerCascadeFine" in fine.trainer
     for m in models.values():
-        epochs, iterations = ((DEFAULT.epochs, DEFAULT.iterations) if m.kind == "single model"
+        epochs, iterations = ((DEFAULT.epochs, DEFAULT.iterations) if m.kind.startswith("single model")
                               else (DEFAULT.showcase_epochs, DEFAULT.showcase_iterations))
-        assert all(t.trainer.endswith(f"_{epochs}ep_{iterations}it_noTTA") for t in m.trainings), m.label
+        assert all(t.trainer.endswith(f"_fg66_{epochs}ep_{iterations}it_noTTA") for t in m.trainings), m.label
+        assert all("midl2026" in t.plans for t in m.trainings) and "midl2026" in " ".join(m.predict), m.label
+    assert DEFAULT.min_dice == 0.6 and QUICK.min_dice is None  # every model of the demo must learn
 
 
 def test_demo_refuses_a_workdir_holding_another_cohort(tmp_path, monkeypatch):
@@ -42,6 +47,8 @@ def test_quick_demo_writes_a_report_with_dice_per_trainer_and_figures(tmp_path):
     workdir = tmp_path / "demo"
     proc = run_cli("nnunet-iph", "demo", "--quick", "--workdir", str(workdir), timeout=1800)
     assert "report:" in proc.stdout
+    for model in demo_models(QUICK):  # each model's Dice on stdout
+        assert re.search(rf"^test Dice \d\.\d{{3}}  {re.escape(model.label)}$", proc.stdout, re.M), model.label
     report = (workdir / "report.md").read_text(encoding="utf-8")
     for model in demo_models(QUICK):
         row = re.search(rf"^\| `{re.escape(model.label)}` \|.*\| (\d\.\d{{3}}) \|", report, re.M)
@@ -51,3 +58,79 @@ def test_quick_demo_writes_a_report_with_dice_per_trainer_and_figures(tmp_path):
     assert (workdir / "analysis" / "report.md").is_file()
     recorded = json.loads(report.split("```json")[1].split("```")[0])
     assert recorded["settings"]["seed"] == QUICK.seed and recorded["versions"]["nnunetv2"].startswith("2.8")
+
+
+def _write(array, path):
+    import numpy as np
+    import SimpleITK as sitk
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image = sitk.GetImageFromArray(np.asarray(array))
+    image.SetSpacing((2.0, 2.0, 5.0))
+    sitk.WriteImage(image, str(path))
+
+
+def test_demo_report_shows_the_analysis_dice_per_case_with_one_empty_case_convention(tmp_path):
+    """Hand-made masks: case a overlaps by 4 of 8 + 4 voxels (Dice 2*4/12 = 0.667), case b has no
+    hemorrhage and an empty prediction (Dice 1 by the convention, nnU-Net's NaN before), case c is
+    missed (0). The demo report's per-case cells and mean must be the analysis' numbers."""
+    import numpy as np
+    import pandas as pd
+
+    from nnunet_iph.cli import main
+    from nnunet_iph.demo_report import analysis_dice, failed_models, write_report
+
+    raw, predictions = tmp_path / "raw", tmp_path / "predictions"
+    ref = {c: np.zeros((4, 8, 8), np.uint8) for c in "abc"}
+    ref["a"][1, 2:4, 2:6] = 1  # 8 voxels
+    ref["c"][2, 5:7, 5:7] = 1
+    pred = {c: np.zeros((4, 8, 8), np.uint8) for c in "abc"}
+    pred["a"][1, 2:4, 2:4] = 1  # 4 voxels, all inside
+    for c in "abc":
+        _write(ref[c], raw / "labelsTs" / f"{c}.nii.gz")
+        _write(np.full((4, 8, 8), 40, np.int16), raw / "imagesTs" / f"{c}_0000.nii.gz")
+        _write(pred[c], predictions / "model0" / f"{c}.nii.gz")
+    assert main(["analyze", "--test-labels", str(raw / "labelsTs"), "--predictions", f"m0={predictions / 'model0'}",
+                 "-o", str(tmp_path / "analysis"), "--n-boot", "20", "--n-overlays", "0", "--metrics", "dice"]) == 0
+
+    means, per_case = analysis_dice(tmp_path / "analysis")
+    assert per_case["m0"] == pytest.approx({"a": 2 * 4 / 12, "b": 1.0, "c": 0.0})
+    assert means["m0"] == pytest.approx((2 * 4 / 12 + 1 + 0) / 3)
+    assert failed_models(means, 0.6) == {"m0": means["m0"]} and failed_models(means, 0.5) == {}
+    assert failed_models({"x": float("nan")}, 0.6).keys() == {"x"}
+
+    settings = replace(QUICK, min_dice=0.6)
+    model = DemoModel("m0", "single model", (TrainTask("T", "P", "2d", "0"),), ())
+    timings = {model.trainings[0].step_name: 1.0, "predict m0": 1.0}
+    report = write_report(tmp_path, raw, predictions, settings, [model], tmp_path / "results", timings,
+                          (means, per_case)).read_text(encoding="utf-8")
+    assert "| `m0` | single model | 1 | 0.556 | **no** |" in report
+    assert re.search(r"^\| a \| 8 \| 0\.667 \|$", report, re.M) and re.search(r"^\| b \| 0 \| 1\.000 \|$", report, re.M)
+    assert "`dice` is 1 when both empty (ref and pred)" in report and "docs/analysis-metrics.md" in report
+    analysis_md = (tmp_path / "analysis" / "report.md").read_text(encoding="utf-8")
+    assert "| dice | m0 | 3 | 0.556 ± " in analysis_md  # the same mean in the analysis report
+    assert "`dice` is 1 when both empty (ref and pred)" in analysis_md  # and the same convention, stated there
+    table = pd.read_csv(tmp_path / "analysis" / "per_case.csv", dtype={"case": str})
+    assert dict(zip(table["case"], table["dice"])) == per_case["m0"]
+
+
+def test_demo_exits_1_naming_each_model_that_did_not_learn(tmp_path, monkeypatch, capsys):
+    from nnunet_iph.cli import main
+    from nnunet_iph.commands import demo as command
+    from nnunet_iph.demo import DemoResult
+
+    seen = {}
+
+    def fake_run_demo(workdir, settings):
+        seen["settings"] = settings
+        return DemoResult(tmp_path / "report.md", {"good": 0.81, "bad": 0.42, "nan": float("nan")})
+
+    monkeypatch.setattr(command, "run_demo", fake_run_demo)
+    assert main(["demo", "--workdir", str(tmp_path)]) == 1
+    out, err = capsys.readouterr()
+    assert "test Dice 0.810  good" in out and "test Dice 0.420  bad" in out
+    assert err.strip() == (f"nnunet-iph demo: error: 2 of 3 model(s) did not learn (mean test Dice below 0.6): "
+                           f"bad 0.420, nan nan; see {tmp_path / 'report.md'}")
+    assert main(["demo", "--workdir", str(tmp_path), "--min-dice", "0.4"]) == 1  # NaN never passes
+    assert main(["demo", "--quick", "--workdir", str(tmp_path)]) == 0 and seen["settings"].min_dice is None
+    assert main(["demo", "--workdir", str(tmp_path), "--min-dice", "0"]) == 0  # 0 disables the check

@@ -207,6 +207,23 @@ def empty_values(kind: str, nsd_tolerance_mm: float, penalty: float) -> dict[str
     return out
 
 
+#: where the empty-mask convention is written out; the analysis and demo reports link to it
+EMPTY_POLICY_DOC = "docs/analysis-metrics.md, section 'Empty masks'"
+
+
+def empty_rule(column: str) -> str:
+    """The empty-mask convention of one metric in a sentence, for the reports (from :data:`METRICS`,
+    so that the analysis report and the demo report cannot state different conventions)."""
+    spec = metric_spec(column)
+    if spec is None:
+        raise ValueError(f"{column!r} is not a metric of the table")
+    values = {kind: getattr(spec, kind) for kind, _ in EMPTY_KINDS}
+    rules = [f"{_value_text(values[kind])} when {title}" for kind, title in EMPTY_KINDS if values[kind] != COMPUTED]
+    finite = all(isinstance(v, float) and math.isfinite(v) for v in values.values() if v != COMPUTED)
+    return (f"`{column}` is " + "; ".join(rules) + ("; so every case counts in the mean" if finite else "")
+            + f" ({EMPTY_POLICY_DOC})")
+
+
 def _value_text(value: EmptyValue) -> str:
     if value == PENALTY:
         return "image diagonal in mm (or NaN with empty_penalty='nan')"
@@ -236,4 +253,4 @@ def empty_policy_text() -> str:
 __all__ = ["Metric", "METRICS", "PENALTY", "COMPUTED", "ID_COLUMNS", "FLAG_COLUMNS", "nsd_column", "metric_columns",
            "metric_spec", "metric_direction", "metric_decimals", "scored_metrics", "summary_metrics",
            "report_metrics", "objective_values", "objective_sign", "objective_name", "DIRECTION_TEXT",
-           "empty_policy_text", "EMPTY_KINDS", "empty_kind", "empty_values"]
+           "empty_policy_text", "EMPTY_KINDS", "empty_kind", "empty_values", "empty_rule", "EMPTY_POLICY_DOC"]

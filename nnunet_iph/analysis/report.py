@@ -312,7 +312,8 @@ def _section_summary(s: _Subset) -> None:
     s.doc.h(3, "Summary per system")
     s.doc.p("Mean ± SD over cases with a finite value; *non-finite* counts the cases where the metric is "
             "undefined or infinite (e.g. a distance with an empty mask), which are excluded from mean ± SD "
-            "and from the tests, never silently.")
+            "and from the tests, never silently."
+            + (f" Empty masks: {metric_table.empty_rule('dice')}." if "dice" in s.metrics else ""))
     header = ["metric", "system", "n", "mean ± SD", "median [IQR]", "non-finite"]
     has_empty = "n_empty_ref" in s.result(s.metrics[0])["describe"].columns
     if has_empty:
