@@ -354,6 +354,25 @@ class CTICHBenchmark:
             raise FileNotFoundError(f"{self.results_dataset}: no validation predictions for {missing}")
         return sources
 
+    def _analysis_current(self, out: Path) -> bool:
+        """The analysis exists, covers exactly the protocol's models and is newer than every prediction
+        it scored (a model added to the protocol, or re-trained, is analysed again, never reported stale)."""
+        import pandas as pd
+
+        from nnunet_iph.benchmarking.results import MODEL_COL
+
+        per_case = self.ws.results / "per_case.csv"
+        if not per_case.is_file() or not (out / "report.md").is_file():
+            return False
+        if set(pd.read_csv(per_case, usecols=[MODEL_COL])[MODEL_COL]) != {m.name for m in self.protocol.models}:
+            return False
+        try:
+            sources = self.analysis_sources()
+        except FileNotFoundError:
+            return False
+        newest = max((p.stat().st_mtime for s in sources for p in s.pred_dir.glob(f"*{s.file_ending}")), default=0.0)
+        return per_case.stat().st_mtime >= newest
+
     def step_analyze(self) -> Step:
         out = self.ws.results / "analysis"
 
@@ -388,8 +407,7 @@ class CTICHBenchmark:
             write_csv(pd.DataFrame(table), self.ws.results / "per_case.csv")
             return {"n_rows": int(len(table)), "models": sorted(found)}
 
-        return Step("evaluate + analyse (nnunet-iph analyze)", run,
-                    lambda: (self.ws.results / "per_case.csv").is_file() and (out / "report.md").is_file(),
+        return Step("evaluate + analyse (nnunet-iph analyze)", run, lambda: self._analysis_current(out),
                     [self.ws.results / "per_case.csv", out / "report.md"])
 
     def step_report(self, runner: StepRunner) -> Step:

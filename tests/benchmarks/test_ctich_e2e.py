@@ -130,7 +130,7 @@ def test_tiny_ctich_benchmark_runs_and_resumes(physionet_dir, tmp_path):
 @pytest.mark.shared_data
 def test_cli_list_and_errors(tmp_path):
     out = run_cli("nnunet-iph", "benchmark", "ctich", "--workdir", str(tmp_path), "--list")
-    assert "nnU-Net (baseline)" in out.stdout and "9 training run(s)" in out.stdout
+    assert "nnU-Net (baseline)" in out.stdout and "10 training run(s)" in out.stdout
     import subprocess
     import sys
 

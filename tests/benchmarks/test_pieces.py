@@ -200,3 +200,35 @@ def test_headline_table_refuses_missing_models():
         headline_table(fabricated_table(), ["nnU-Net", "ghost"], "nnU-Net")
     with pytest.raises(ValueError, match="baseline 'x' is not among"):
         headline_table(fabricated_table(), ["nnU-Net"], "x")
+
+
+def test_analysis_is_redone_when_a_model_is_added_or_its_predictions_change(tmp_path):
+    import os
+
+    from nnunet_iph.benchmarking.ctich import CTICHBenchmark
+    from nnunet_iph.benchmarking.protocol import build_protocol
+
+    raw = {"name": "t", "kind": "cpu", "dataset_id": 700, "dataset_name": "T",
+           "data": {"negatives": 0, "folds": 2, "eval_folds": [0]},
+           "plan": {"batch_size": 2, "features_per_stage": [4, 8], "max_patch": 32},
+           "schedule": {"epochs": 1, "iterations": 2},
+           "model": [{"name": "base", "trainer": "nnUNetTrainer", "baseline": True}]}
+    bench = CTICHBenchmark(build_protocol(raw), tmp_path / "w", progress=False, log=lambda m: None)
+    (run,) = bench.protocol.runs()
+    val = bench.ws.fold_dir(bench.protocol.dataset, run) / "validation"
+    val.mkdir(parents=True)
+    (val / "c1.nii.gz").write_bytes(b"x")
+    out = bench.ws.results / "analysis"
+    out.mkdir(parents=True)
+    (out / "report.md").write_text("r")
+    per_case = bench.ws.results / "per_case.csv"
+    pd.DataFrame({MODEL_COL: ["base"], "case": ["c1"]}).to_csv(per_case, index=False)
+    assert bench._analysis_current(out)
+    old = per_case.stat().st_mtime
+    os.utime(val / "c1.nii.gz", (old + 10, old + 10))  # the model was re-trained: its predictions are newer
+    assert not bench._analysis_current(out)
+    os.utime(per_case, (old + 20, old + 20))
+    assert bench._analysis_current(out)
+    raw["model"].append({"name": "base + brain", "trainer": "nnUNetTrainer", "restrict_to_brain": True})
+    bigger = CTICHBenchmark(build_protocol(raw), tmp_path / "w", progress=False, log=lambda m: None)
+    assert not bigger._analysis_current(out)  # a model added to the protocol is not in per_case.csv

@@ -41,8 +41,8 @@ def test_shipped_cpu_protocol_same_budget_for_every_model():
     names = [m.name for m in p.models]
     assert names[0] == "nnU-Net" and {"focal+Dice", "FPN", "Attention U-Net", "focal+Dice 2.5D"} <= set(names)
     # the 2.5D ensembles reuse their axial models, restricted rows their unrestricted training:
-    # 9 trainings for 9 models
-    assert len(runs) == 9 and len(p.models) == 9
+    # 10 trainings for 10 models
+    assert len(runs) == 10 and len(p.models) == 10
     midl = next(m for m in p.models if m.name == "MIDL recipe: FPN 2.5D")
     assert midl.intensity == "midl2026" and midl.restrict_to_brain and "_fg100" in midl.trainer
     assert [r.plans for r in p.member_runs(midl, 0)] == [f"nnUNetPlans_midl2026_{q}" for q in
