@@ -52,7 +52,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "brain-mask) and report its volume as intracranial_ml in volumes.csv")
     p.add_argument("--brain-crop", nargs="?", type=float, const=10.0, default=None, metavar="MARGIN_MM",
                    help="segment each CT cropped to its intracranial mask's bounding box plus MARGIN_MM per side "
-                        "(default 10), masks pasted back onto the full grid (faster; see docs/brain-extraction.md)")
+                        "(default 10), masks pasted back onto the full grid (faster where the network dominates; on a "
+                        "resampled scan the masks differ from the uncropped run's: see docs/brain-extraction.md)")
     p.add_argument("--restrict-to-brain", action="store_true",
                    help="predicted voxels outside the intracranial mask become background in the written masks, "
                         "DICOM-SEGs, volumes.csv and QC pictures (implies --brain-mask; see docs/analysis-metrics.md)")

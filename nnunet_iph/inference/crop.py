@@ -10,6 +10,8 @@ crop was cut; a crop mask that does not is refused rather than pasted somewhere 
 Outside the crop the mask is background; with ``--save-probabilities`` the ``.npz`` holds probability
 1 for background (0 for every channel of region-based labels) there, and the ``.pkl`` is rewritten
 for the full grid, so re-exporting or ensembling those files lands on the original grid too.
+For a model trained on skull-stripped CTs the box comes from the raw CT (with the model's extraction
+settings: the mask its inputs were stripped with), and the stripped channels are cropped to it.
 A CT whose intracranial mask is passed through (not head CT in HU, implausible volume) or empty is
 segmented uncropped; :func:`summary` records which case was cropped and why not (``pipeline.json``).
 """
@@ -26,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from nnunet_iph.brain.settings import BrainMaskSettings
 from nnunet_iph.imageio import atomic_path, read_image, write_image
 
 DEFAULT_MARGIN_MM = 10.0
@@ -128,10 +131,23 @@ def _grid_of(image: sitk.Image) -> sitk.Image:
     return ref
 
 
-def crop_cases(cases: dict[str, list[str]], staging: Path, margin_mm: float,
-               file_ending: str) -> tuple[dict[str, list[str]], dict[str, CaseCrop]]:
-    """Intracranial mask of channel 0 -> every channel cropped to its box under ``staging``. Returns the
-    files to segment (crops, or the originals where not cropped) and each case's :class:`CaseCrop`."""
+def _same_grid(a: sitk.Image, b: sitk.Image) -> bool:
+    tol = 1e-3 * min(a.GetSpacing())
+    return (a.GetSize() == b.GetSize() and np.allclose(a.GetSpacing(), b.GetSpacing(), rtol=1e-5, atol=0)
+            and np.allclose(a.GetDirection(), b.GetDirection(), atol=1e-5)
+            and np.abs(np.subtract(a.GetOrigin(), b.GetOrigin())).max() <= tol)
+
+
+def crop_cases(cases: dict[str, list[str]], staging: Path, margin_mm: float, file_ending: str,
+               mask_from: dict[str, str] | None = None,
+               settings: BrainMaskSettings | None = None) -> tuple[dict[str, list[str]], dict[str, CaseCrop]]:
+    """Intracranial mask -> every channel cropped to its box under ``staging``. Returns the files to
+    segment (crops, or the originals where not cropped) and each case's :class:`CaseCrop`.
+
+    ``mask_from``: per case the CT the mask is found on (default: the case's channel 0), on channel 0's
+    grid -- the raw CT when the channels are skull-stripped model inputs, whose mask the stripped CT no
+    longer shows (its skull is gone). ``settings``: the extraction's (the model's recorded ones, so the
+    box holds exactly the stripped region)."""
     from nnunet_iph.brain.extraction import intracranial_mask
 
     if margin_mm < 0:
@@ -146,7 +162,13 @@ def crop_cases(cases: dict[str, list[str]], staging: Path, margin_mm: float,
         for f, img in zip(files[1:], images[1:]):
             if img.GetSize() != images[0].GetSize():
                 raise ValueError(f"input image {f}: size {img.GetSize()}, channel 0 has {images[0].GetSize()}")
-        result = intracranial_mask(images[0], case=case)
+        source = images[0]
+        if mask_from is not None and mask_from[case] != files[0]:
+            source = read_image(mask_from[case], "input image")
+            if not _same_grid(source, images[0]):
+                raise ValueError(f"input image {mask_from[case]}: not on the grid of the model input {files[0]} "
+                                 f"(size {source.GetSize()} vs {images[0].GetSize()}); its brain mask cannot crop it")
+        result = intracranial_mask(source, settings or BrainMaskSettings(), case=case)
         box = None if result.passed_through else brain_box(result.mask, margin_mm)
         reason = ("intracranial mask passed through: " + "; ".join(result.warnings) if result.passed_through
                   else "empty intracranial mask" if box is None else "cropped")

@@ -453,9 +453,6 @@ def predict(input_folder: str | os.PathLike, output_folder: str | os.PathLike, p
     timing = Timing()
     ds = models[0].dataset_json()
     steps = model_steps(models)  # skull stripping / CT copies the training data had (dataset.json)
-    if settings.brain_crop is not None and steps.brain_mask is not None:
-        raise ValueError(f"--brain-crop with a model trained on skull-stripped CTs ({models[0].folder / 'dataset.json'}"
-                         f" records brain_mask) is not supported: the crop would be found on the stripped CT")
     # DICOM cases are staged here; removed right after the outputs are written (or at exit, on an error)
     staging = tempfile.TemporaryDirectory(prefix="nnunet-iph-dicom-")
     cases, dicom_cases = gather_inputs(input_folder, ds["file_ending"],
@@ -478,7 +475,9 @@ def predict(input_folder: str | os.PathLike, output_folder: str | os.PathLike, p
 
         crop.check_models(models, settings.save_probabilities)
         t = time.perf_counter()
-        cases, crops = crop.crop_cases(cases, Path(staging.name) / "crops", settings.brain_crop, ds["file_ending"])
+        # the box from the raw CT: a skull-stripped model input no longer shows the skull the mask is found by
+        cases, crops = crop.crop_cases(cases, Path(staging.name) / "crops", settings.brain_crop, ds["file_ending"],
+                                       mask_from={c: f[0] for c, f in raw_cases.items()}, settings=steps.brain_mask)
         timing.stages["brain_crop"] = time.perf_counter() - t
     members_dir = out / "members"
     members: dict[str, str] = {}

@@ -191,3 +191,78 @@ def test_cli_option_default_margin():
     assert parse(["predict", "-i", "a", "-o", "b", "--brain-crop"]).brain_crop == DEFAULT_MARGIN_MM == 10.0
     assert parse(["predict", "-i", "a", "-o", "b", "--brain-crop", "4.5", "-m", "x"]).brain_crop == 4.5
     assert parse(["predict", "-i", "a", "-o", "b"]).brain_crop is None
+
+
+def _stripped_copy(head: sitk.Image) -> sitk.Image:
+    """``head`` skull-stripped as a ``--brain-mask`` conversion does it (default settings, fill = minimum)."""
+    from nnunet_iph.brain.settings import BrainMaskSettings
+    from nnunet_iph.inference.model_inputs import skull_strip
+
+    stripped = skull_strip(head, BrainMaskSettings(), None, "head")
+    assert not stripped.passed_through
+    return stripped.image
+
+
+def test_crop_of_skull_stripped_inputs_is_found_on_the_raw_ct(tmp_path):
+    """The stripped CT has no skull left to find the mask by: the box comes from the raw CT (the same
+    box as cropping the raw CT itself), and the stripped voxels are what is cropped."""
+    from nnunet_iph.brain.extraction import intracranial_mask
+
+    head = synthetic_head()
+    raw, stripped = tmp_path / "raw.nii.gz", tmp_path / "head_0000.nii"
+    sitk.WriteImage(head, str(raw))
+    sitk.WriteImage(_stripped_copy(head), str(stripped))
+    files, crops = crop_cases({"head": [str(stripped)]}, tmp_path / "crops", 10.0, ".nii.gz",
+                              mask_from={"head": str(raw)})
+    box = crops["head"].box
+    assert box == brain_box(intracranial_mask(head).mask, 10.0) and box.voxel_share < 0.9
+    got = sitk.ReadImage(files["head"][0])
+    assert np.array_equal(sitk.GetArrayViewFromImage(got),
+                          sitk.GetArrayViewFromImage(sitk.ReadImage(str(stripped)))[box.slices])
+    assert got.GetOrigin() == pytest.approx(head.TransformIndexToPhysicalPoint(box.index), abs=1e-4)
+    # a raw CT on another grid cannot crop the model input
+    moved = sitk.Image(head)
+    moved.SetOrigin(tuple(o + 0.5 for o in head.GetOrigin()))
+    sitk.WriteImage(moved, str(tmp_path / "moved.nii.gz"))
+    with pytest.raises(ValueError, match="moved.nii.gz: not on the grid of the model input"):
+        crop_cases({"head": [str(stripped)]}, tmp_path / "crops3", 10.0, ".nii.gz",
+                   mask_from={"head": str(tmp_path / "moved.nii.gz")})
+
+
+@pytest.mark.slow  # two CLI predictions (~1 min)
+def test_cli_skull_stripped_model_with_and_without_brain_crop(geom_dataset, tmp_path):
+    """An oracle model whose dataset.json records skull stripping: predict strips each input, and with
+    ``--brain-crop`` segments the crop found on the raw CT; both masks are (raw > 0.5) inside the brain
+    and background outside, voxel for voxel on the input's own tilted, anisotropic grid."""
+    import shutil
+
+    from nnunet_iph.brain.extraction import intracranial_mask
+    from nnunet_iph.brain.settings import BrainMaskSettings
+    from nnunet_iph.inference.model_inputs import DATASET_KEY, InputSteps
+
+    model = tmp_path / "results" / "nnUNetTrainerOracle__nnUNetPlans_axial__2d"
+    shutil.copytree(geom_dataset.results / model.name, model)
+    ds = json.loads((model / "dataset.json").read_text(encoding="utf-8"))
+    ds[DATASET_KEY] = InputSteps(BrainMaskSettings()).record()
+    (model / "dataset.json").write_text(json.dumps(ds), encoding="utf-8")
+    head = synthetic_head(seed=3)
+    src = tmp_path / "in"
+    src.mkdir()
+    sitk.WriteImage(head, str(src / "head.nii.gz"))
+    brain = sitk.GetArrayFromImage(intracranial_mask(head).mask) > 0
+    expected = ((sitk.GetArrayFromImage(head) > 0.5) & brain).astype(np.uint8)
+    masks = {}
+    for name, extra in (("full", ()), ("crop", ("--brain-crop",))):
+        run_cli("nnunet-iph", "predict", "-i", str(src), "-o", str(tmp_path / name), "-m", str(model),
+                "--device", "cpu", "--disable-tta", "--no-qc", *extra, env=geom_dataset.env())
+        mask = sitk.ReadImage(str(tmp_path / name / "head.nii.gz"))
+        assert mask.GetSize() == head.GetSize() and np.allclose(mask.GetOrigin(), head.GetOrigin(), atol=1e-4)
+        assert np.allclose(mask.GetDirection(), head.GetDirection(), atol=1e-6)
+        masks[name] = sitk.GetArrayFromImage(mask)
+    info = json.loads((tmp_path / "crop" / "pipeline.json").read_text(encoding="utf-8"))
+    case = info["brain_crop"]["cases"]["head"]
+    box = brain_box(intracranial_mask(head).mask, 10.0)
+    assert case["cropped"] and (case["index"], case["size"]) == (list(box.index), list(box.size))
+    assert info["model_inputs"]["cases"]["head"]["passed_through"] is False
+    assert 0.2 < expected[brain].mean() < 0.8
+    assert np.array_equal(masks["full"], expected) and np.array_equal(masks["crop"], expected)
