@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import json
 import os
 
@@ -64,8 +62,8 @@ def run(args: argparse.Namespace) -> int:
 
     apply_nnunet_env()  # our trainers must be findable; data folders come from the user's environment
     from nnunet_iph.planning.cascade import CascadeLayout, write_cascade_plans
-    from nnunet_iph.planning.common import (dataset_id, dataset_name, ensure_fingerprint, plans_path,
-                                            preprocess_configurations, write_splits)
+    from nnunet_iph.planning.common import (dataset_id, dataset_name, ensure_default_plans, ensure_fingerprint,
+                                            plans_path, preprocess_configurations, write_splits)
     from nnunet_iph.planning.intensity import check_dataset_channels, variant_plans_name, write_intensity_plans
     from nnunet_iph.planning.planes import plan_planes, plane_plans_identifier
 
@@ -119,12 +117,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"train with: -p {' / '.join(trained)}; 2.5D: nnunet-iph ensemble cv / predict --pipeline planes "
                   f"-p {prefix}")
     if do_cascade:
-        if not plans_path(name, args.source_plans).is_file():
-            from nnunetv2.experiment_planning.plan_and_preprocess_api import plan_experiment_dataset
-
-            with contextlib.redirect_stdout(io.StringIO()):  # nnU-Net prints every configuration dict
-                plan_experiment_dataset(dataset_id(name), overwrite_plans_name=args.source_plans,
-                                        gpu_memory_target_in_gb=args.gpu_memory)
+        ensure_default_plans(name, args.source_plans, args.gpu_memory)
         layout = CascadeLayout(plans=args.cascade_plans, coarse="2d_coarse",
                                fine_3d="3d_fine" if args.fine in ("3d", "both") else None,
                                fine_2d="2d_fine" if args.fine in ("2d", "both") else None)

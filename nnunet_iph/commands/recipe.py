@@ -77,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(f"# would write {', '.join(files)} to {r.out_dir} and these plans into {preprocessed_dir(name)}: "
               f"{', '.join(s.identifier for s in r.plans)}")
+        print(f"# skull ({r.brain['mode']}): {r.brain['note']}")  # what recipe.json's "brain" would record
         print(files["commands.sh"], end="")
         if args.run:
             from nnunet_iph.recipes.running import describe

@@ -6,7 +6,9 @@ anything here; nnU-Net modules are imported inside the functions.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -92,6 +94,19 @@ def ensure_fingerprint(dataset: int | str, num_processes: int, verify_integrity:
         extract_fingerprint_dataset(dataset_id(dataset), num_processes=num_processes,
                                     check_dataset_integrity=verify_integrity, clean=True, verbose=False,
                                     show_progress_bar=False)
+    return path
+
+
+def ensure_default_plans(dataset: int | str, plans_identifier: str = "nnUNetPlans",
+                         gpu_memory: float | None = None) -> Path:
+    """nnU-Net's own plans (2d, 3d_fullres ...) under ``plans_identifier``, planned once (the cascade's source)."""
+    path = plans_path(dataset, plans_identifier)
+    if not path.is_file():
+        from nnunetv2.experiment_planning.plan_and_preprocess_api import plan_experiment_dataset
+
+        with contextlib.redirect_stdout(io.StringIO()):  # nnU-Net prints every configuration dict
+            plan_experiment_dataset(dataset_id(dataset), overwrite_plans_name=plans_identifier,
+                                    gpu_memory_target_in_gb=gpu_memory)
     return path
 
 

@@ -5,24 +5,9 @@ Set the nnU-Net environment first (:func:`nnunet_iph.environment.apply_nnunet_en
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 
 from nnunet_iph.recipes.resolve import BASE_PLANS, CASCADE_PLANS, Resolved
-
-
-def _ensure_default_plans(dataset: str, gpu_memory: float | None) -> None:
-    """nnU-Net's own ``nnUNetPlans`` (2d, 3d_fullres ...), planned once, as ``nnunet-iph plan --cascade`` does."""
-    from nnunet_iph.planning.common import dataset_id, plans_path
-
-    if plans_path(dataset, BASE_PLANS).is_file():
-        return
-    from nnunetv2.experiment_planning.plan_and_preprocess_api import plan_experiment_dataset
-
-    with contextlib.redirect_stdout(io.StringIO()):  # nnU-Net prints every configuration dict
-        plan_experiment_dataset(dataset_id(dataset), overwrite_plans_name=BASE_PLANS,
-                                gpu_memory_target_in_gb=gpu_memory)
 
 
 def write_recipe_plans(r: Resolved, num_processes: int = 2, preprocess: bool = True, overwrite: bool = False,
@@ -30,7 +15,8 @@ def write_recipe_plans(r: Resolved, num_processes: int = 2, preprocess: bool = T
     """Write every plans file of ``r`` (planes, nnU-Net's default, cascade, intensity variants) and preprocess
     their configurations unless ``preprocess`` is False. Returns ``{plans: {configuration: done|reused|-}}``."""
     from nnunet_iph.planning.cascade import PREVIOUS_TRAINER_KEY, CascadeLayout, write_cascade_plans
-    from nnunet_iph.planning.common import ensure_fingerprint, plans_path, preprocess_configurations
+    from nnunet_iph.planning.common import (ensure_default_plans, ensure_fingerprint, plans_path,
+                                            preprocess_configurations)
     from nnunet_iph.planning.intensity import write_intensity_plans
     from nnunet_iph.planning.planes import plan_planes
 
@@ -39,7 +25,7 @@ def write_recipe_plans(r: Resolved, num_processes: int = 2, preprocess: bool = T
     if planes:
         plan_planes(r.dataset, planes, BASE_PLANS, gpu_memory_target_in_gb=gpu_memory, num_processes=num_processes)
     if any(s.kind in ("default", "cascade") for s in r.plans):
-        _ensure_default_plans(r.dataset, gpu_memory)
+        ensure_default_plans(r.dataset, BASE_PLANS, gpu_memory)
     if any(s.kind == "cascade" for s in r.plans):
         path = plans_path(r.dataset, CASCADE_PLANS)
         if path.is_file() and not overwrite:
