@@ -7,7 +7,6 @@ from typing import Any, Sequence
 from torch import nn
 
 from nnunet_iph.networks.base import SegmentationNetwork
-from nnunet_iph.networks.blocks import round_width
 from nnunet_iph.networks.decoders import SwinDecoder
 from nnunet_iph.networks.transformers import SwinEncoder
 

@@ -16,6 +16,7 @@ import SimpleITK as sitk
 from nnunet_iph.brain.settings import BrainMaskSettings
 from nnunet_iph.inference.model_inputs import InputSteps, steps_of_dataset
 from tests.conftest import run_cli
+from tests.network_recorder import initialize_without_checkpoint, record_network_inputs
 
 STEPS = InputSteps(BrainMaskSettings(), None, 3)
 CASES = ("sub0001", "sub0002", "sub0003")
@@ -114,8 +115,6 @@ def test_predict_hands_the_network_the_training_array(stripped_dataset, nnunet_d
     import torch
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
     from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
-    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
-
     from nnunet_iph.ensembling.ensemble import ModelRef
     from nnunet_iph.inference.predict import PredictSettings, predict
 
@@ -128,20 +127,7 @@ def test_predict_hands_the_network_the_training_array(stripped_dataset, nnunet_d
     shutil.copyfile(pre / "nnUNetPlans.json", model / "plans.json")
     shutil.copyfile(pre / "dataset.json", model / "dataset.json")
 
-    def fake_init(self, folder, use_folds, checkpoint_name):
-        pm = PlansManager(json.loads((Path(folder) / "plans.json").read_text()))
-        ds = json.loads((Path(folder) / "dataset.json").read_text())
-        self.manual_initialization(torch.nn.Identity(), pm, pm.get_configuration("2d"), [{}], ds, "nnUNetTrainer",
-                                   None)
-
-    seen = []
-
-    def recorder(self, data):
-        seen.append(data.numpy().copy())
-        return torch.zeros((self.label_manager.num_segmentation_heads, *data.shape[1:]))
-
-    monkeypatch.setattr(nnUNetPredictor, "initialize_from_trained_model_folder", fake_init)
-    monkeypatch.setattr(nnUNetPredictor, "predict_logits_from_preprocessed_data", recorder)
+    seen = record_network_inputs(monkeypatch)
     res = predict(inputs, tmp_path / "out", "single", [ModelRef(model)], PredictSettings(tta=False))
     assert res.cases == list(CASES) and len(seen) == len(CASES) and res.warnings == []
     pj = json.loads((tmp_path / "out" / "pipeline.json").read_text())
@@ -155,7 +141,7 @@ def test_predict_hands_the_network_the_training_array(stripped_dataset, nnunet_d
         assert np.array_equal(got, expected), case  # bit for bit
     # the check can fail: plain nnU-Net preprocessing of the raw CT gives another array
     p = nnUNetPredictor(device=torch.device("cpu"))
-    fake_init(p, str(model), (0,), "")
+    initialize_without_checkpoint(p, model)
     plain, _, _ = p.configuration_manager.preprocessor_class(verbose=False).run_case(
         [str(inputs / f"{CASES[0]}.nii.gz")] * 3, None, p.plans_manager, p.configuration_manager, p.dataset_json)
     assert not np.array_equal(plain, seen[0])

@@ -14,7 +14,7 @@ import SimpleITK as sitk
 
 from nnunet_iph.planning.intensity import get_protocol
 from tests.conftest import run_cli
-from tests.planning.network_recorder import record_network_inputs
+from tests.network_recorder import record_network_inputs
 from tests.planning.phantom_subset import subset_manifest
 
 SUBJECTS = ("sub0001", "sub0002", "sub0003")

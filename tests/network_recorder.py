@@ -8,21 +8,28 @@ from pathlib import Path
 import numpy as np
 
 
+def initialize_without_checkpoint(predictor, folder, configuration: str = "2d") -> None:
+    """Set up ``predictor`` from a model folder's plans.json and dataset.json only (no weights)."""
+    import torch
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    pm = PlansManager(json.loads((Path(folder) / "plans.json").read_text(encoding="utf-8")))
+    ds = json.loads((Path(folder) / "dataset.json").read_text(encoding="utf-8"))
+    predictor.manual_initialization(torch.nn.Identity(), pm, pm.get_configuration(configuration), [{}], ds,
+                                    "nnUNetTrainer", None)
+
+
 def record_network_inputs(monkeypatch, configuration: str = "2d") -> list[np.ndarray]:
     """Patch ``nnUNetPredictor`` so that a model folder's checkpoint is never loaded (plans.json and
     dataset.json are) and every array handed to the network is appended to the returned list
     (the network answers background)."""
     import torch
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
-    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
     seen: list[np.ndarray] = []
 
     def fake_init(self, folder, use_folds, checkpoint_name):
-        pm = PlansManager(json.loads((Path(folder) / "plans.json").read_text(encoding="utf-8")))
-        ds = json.loads((Path(folder) / "dataset.json").read_text(encoding="utf-8"))
-        self.manual_initialization(torch.nn.Identity(), pm, pm.get_configuration(configuration), [{}], ds,
-                                   "nnUNetTrainer", None)
+        initialize_without_checkpoint(self, folder, configuration)
 
     def recorder(self, data):
         seen.append(data.numpy().copy())
