@@ -103,12 +103,27 @@ def _trainer_sources(trainer_dir: Path, dataset: str | None, folds: set[str] | N
     return out
 
 
+def _ensemble_members(ens_dir: Path, parts: list[str]) -> list[list[str]] | None:
+    """``[trainer, plans, configuration]`` per member: from ``ensemble.json`` (a long ensemble's folder
+    name is a hash) or else from the folder name."""
+    record = ens_dir / "ensemble.json"
+    if record.is_file():
+        try:
+            members = [Path(m).name.split("__") for m in json.loads(record.read_text(encoding="utf-8"))["members"]]
+        except (OSError, json.JSONDecodeError, KeyError, TypeError):
+            members = None
+        if members and all(len(m) == 3 for m in members):
+            return members
+    members = [m.split("__") for m in parts[1:-1]]
+    return members if members and all(len(m) == 3 for m in members) else None
+
+
 def _ensemble_source(ens_dir: Path, dataset: str | None) -> PredictionSource | None:
     parts = ens_dir.name.split("___")
     if len(parts) < 3 or parts[0] != "ensemble":
         return None
-    members = [m.split("__") for m in parts[1:-1]]
-    if not all(len(m) == 3 for m in members):
+    members = _ensemble_members(ens_dir, parts)
+    if members is None:
         return None
     uniq = lambda xs: list(dict.fromkeys(xs))  # noqa: E731
     trainers, plans, configs = (uniq(m[i] for m in members) for i in range(3))

@@ -11,6 +11,8 @@ averaging (no process pool: cheap on CPU).
 
 from __future__ import annotations
 
+import hashlib
+
 import json
 import shutil
 from dataclasses import dataclass
@@ -201,8 +203,18 @@ def default_folds(dataset: int | str, models: Sequence[ModelRef]) -> list[int]:
         return sorted(int(f) for f in common if f.isdigit())
 
 
+MAX_NAME_BYTES = 255  # a file name's limit on Linux / macOS file systems
+
+
 def ensemble_name(models: Sequence[ModelRef], folds: Sequence[int | str]) -> str:
-    return "ensemble___" + "___".join(m.identifier for m in models) + "___" + "_".join(str(f) for f in folds)
+    """``ensemble___<m1>___<m2>___..___<folds>`` (nnU-Net's naming), or, where that exceeds the file-name
+    limit (three long plane-model names do), ``ensemble___<sha1 of it, 16 hex>___<folds>``: the members
+    are then read from the folder's ``ensemble.json``."""
+    fold_part = "_".join(str(f) for f in folds)
+    full = "ensemble___" + "___".join(m.identifier for m in models) + "___" + fold_part
+    if len(full.encode()) <= MAX_NAME_BYTES:
+        return full
+    return f"ensemble___{hashlib.sha1(full.encode()).hexdigest()[:16]}___{fold_part}"
 
 
 def ensemble_crossvalidation(models: Sequence[ModelRef], output_folder: str | Path | None = None,

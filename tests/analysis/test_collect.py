@@ -358,3 +358,25 @@ def test_demographics_are_normalised_with_notes(tree, tmp_path):
     assert any(n.startswith("age '-5' outside the plausible range") for n in notes)
     assert any(n.startswith("age '250' outside") for n in notes)
     assert set(col.table["sex"].dropna()) == {"F", "M"}  # two levels of the OLS sex term, not five
+
+
+def test_long_ensemble_names_are_hashed_and_discovered_from_ensemble_json(tmp_path):
+    """Three plane models with long trainer names exceed the 255-byte file-name limit (the MIDL recipe's
+    ``nnUNetTrainerFPNAdam_fg100_30ep_50it_noTTA`` did): the folder name becomes a hash, its members are
+    read back from ensemble.json."""
+    from nnunet_iph.ensembling.ensemble import MAX_NAME_BYTES, ModelRef, ensemble_name
+
+    ds = tmp_path / "Dataset610_X"
+    trainer = "nnUNetTrainerFPNAdam_fg100_30ep_50it_noTTA"
+    folders = [ds / f"{trainer}__nnUNetPlans_midl2026_{p}__2d_cpu_arch" for p in ("axial", "coronal", "sagittal")]
+    name = ensemble_name([ModelRef(f) for f in folders], [0])
+    assert len(name.encode()) <= MAX_NAME_BYTES and re.fullmatch(r"ensemble___[0-9a-f]{16}___0", name)
+    short = ensemble_name([ModelRef(ds / "nnUNetTrainer__nnUNetPlans_axial__2d")] * 2, [0, 1])
+    assert short == "ensemble___nnUNetTrainer__nnUNetPlans_axial__2d___nnUNetTrainer__nnUNetPlans_axial__2d___0_1"
+    ens = ds / "ensembles" / name
+    ens.mkdir(parents=True)
+    (ens / "ensemble.json").write_text(json.dumps({"members": [str(f) for f in folders], "folds": [0]}))
+    (ens / "a.nii.gz").write_bytes(b"")
+    (src,) = [s for s in C.discover_sources(ds) if s.pred_dir == ens]
+    assert (src.model, src.configuration, src.fold) == (trainer, "2d_cpu_arch", "ensemble_0")
+    assert src.plans == "nnUNetPlans_midl2026_axial+nnUNetPlans_midl2026_coronal+nnUNetPlans_midl2026_sagittal"
