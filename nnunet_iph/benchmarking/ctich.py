@@ -336,20 +336,21 @@ class CTICHBenchmark:
         from nnunet_iph.analysis import collect as C
 
         ens_fold = "ensemble_" + "_".join(str(f) for f in self.protocol.eval_folds)
-        found = {(s.model, s.plans, s.configuration): s
-                 for s in C.discover_sources(self.results_dataset, self.protocol.dataset,
-                                             [str(f) for f in self.protocol.eval_folds])
-                 if not s.fold.startswith("ensemble") or s.fold == ens_fold}
+        found: dict[tuple[str, str, str], list] = {}  # every eval fold's folder (an ensemble: one for all)
+        for s in C.discover_sources(self.results_dataset, self.protocol.dataset,
+                                    [str(f) for f in self.protocol.eval_folds]):
+            if not s.fold.startswith("ensemble") or s.fold == ens_fold:
+                found.setdefault((s.model, s.plans, s.configuration), []).append(s)
         sources, missing = [], []
         for key, name in self.model_keys().items():
             model = next(m for m in self.protocol.models if m.name == name)
             plain_key = (key[0], key[1].removesuffix("+brain"), key[2])
             if plain_key not in found:
                 missing.append(name)
-            elif model.restrict_to_brain:
-                sources.append(replace(found[plain_key], pred_dir=self.restricted_folder(model), plans=key[1]))
+            elif model.restrict_to_brain:  # one folder: the protocol allows it with one eval fold only
+                sources.append(replace(found[plain_key][0], pred_dir=self.restricted_folder(model), plans=key[1]))
             else:
-                sources.append(found[plain_key])
+                sources.extend(found[plain_key])
         if missing:
             raise FileNotFoundError(f"{self.results_dataset}: no validation predictions for {missing}")
         return sources

@@ -372,6 +372,10 @@ def build_protocol(raw: dict[str, Any], source: Path | None = None) -> Protocol:
     names = [m.name for m in models]
     if len(set(names)) != len(names):
         raise _err(source, f"model names must be unique, got {names}")
+    restricted = [m.name for m in models if m.restrict_to_brain and not m.is_ensemble]
+    if restricted and len(eval_folds) > 1:
+        raise _err(source, f"restrict_to_brain rows {restricted} score one fold's predictions: give one eval fold "
+                           f"(got {eval_folds})")
     baselines = [m.name for m in models if m.baseline]
     if len(baselines) != 1:
         raise _err(source, f"exactly one [[model]] must have baseline = true, got {baselines or 'none'}")

@@ -2,7 +2,8 @@
 
 Why copies: the unrestricted predictions stay what nnU-Net wrote (another row may score them), and
 the restricted folder records which prediction files it was made from (name, size, mtime): when a
-re-trained model rewrites them, the stale copy is detected and rebuilt instead of being scored.
+re-trained model rewrites them (or the brain masks are recomputed), the stale copy is detected and
+rebuilt instead of being scored.
 The copy gets its own nnU-Net ``summary.json`` (nnU-Net's evaluation against the reference labels),
 so the protocol's ``metric_source = "summary"`` scores it like any validation folder.
 """
@@ -30,8 +31,9 @@ def restricted_current(source: Path, out: Path, masks: Path, file_ending: str) -
     if not record.is_file():
         return False
     rec = json.loads(record.read_text(encoding="utf-8"))
-    return rec.get("source") == str(source) and rec.get("masks") == str(masks) and rec.get(
-        "files") == _sources(source, file_ending)
+    return (rec.get("source") == str(source) and rec.get("masks") == str(masks)
+            and rec.get("files") == _sources(source, file_ending)
+            and rec.get("mask_files") == _sources(masks, file_ending))
 
 
 def restrict_predictions(source: Path, out: Path, masks: Path, references: Path, file_ending: str) -> dict[str, Any]:
@@ -54,7 +56,8 @@ def restrict_predictions(source: Path, out: Path, masks: Path, references: Path,
     removed = {c: s["removed_outside_brain"] for c, s in summary.items()}
     compute_metrics_on_folder(str(references), str(tmp), str(tmp / "summary.json"), SimpleITKIO(), file_ending,
                               [1], num_processes=1, chill=True)
-    write_json({"source": str(source), "masks": str(masks), "files": files, "cases": summary}, tmp / RECORD)
+    write_json({"source": str(source), "masks": str(masks), "files": files, "mask_files": _sources(masks, file_ending),
+                "cases": summary}, tmp / RECORD)
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
     return {"cases": len(files), "removed_voxels": int(sum(removed.values())),

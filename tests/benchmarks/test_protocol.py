@@ -110,6 +110,8 @@ def test_schedule_without_tta_names_the_no_tta_variant():
     (lambda r: r["model"][1].update(intensity="soft"), "intensity 'soft' is not a protocol"),
     (lambda r: r["model"][1].update(restrict_to_brain="yes"), "restrict_to_brain must be true or false"),
     (lambda r: r["model"][1].update(intensity="blastct", plans="P"), "give 'plans' or 'intensity', not both"),
+    (lambda r: (r["model"][1].update(restrict_to_brain=True), r["data"].update(eval_folds=[0, 2], tuning_fold=1)),
+     "score one fold's predictions: give one eval fold"),
 ])
 def test_invalid_protocols_name_the_file_and_the_problem(change, message, tmp_path):
     raw = deepcopy(minimal())

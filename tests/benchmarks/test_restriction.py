@@ -39,6 +39,12 @@ def test_restriction_removes_outside_voxels_scores_and_detects_stale_sources(tmp
     assert summary["foreground_mean"]["Dice"] == 1.0  # before restriction: 2*18 / (26 + 18) = 0.818
     assert (sitk.GetArrayFromImage(sitk.ReadImage(str(src / "a.nii.gz"))) == pred).all()  # source untouched
     assert restricted_current(src, out, masks, ".nii.gz")
+    # the brain masks are recomputed: stale too
+    st = (masks / "a.nii.gz").stat()
+    os.utime(masks / "a.nii.gz", (st.st_atime, st.st_mtime + 5))
+    assert not restricted_current(src, out, masks, ".nii.gz")
+    restrict_predictions(src, out, masks, refs, ".nii.gz")
+    assert restricted_current(src, out, masks, ".nii.gz")
 
     # the model is re-trained and its predictions rewritten: the copy is stale, never scored as current
     _write(ref, src / "a.nii.gz")
